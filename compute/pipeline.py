@@ -1,0 +1,375 @@
+"""``compute_indicators``: a whole spec in one jitted call per chunk of series, and its twin.
+
+``compute_indicators(spec, open, high, low, close, volume, ts)`` parses the spec (see
+:mod:`compute.registry`), validates the arrays the spec needs, and evaluates every request in
+**one** ``jax.jit`` compiled per (spec, padded length, chunk size). Inside it a small memo
+shares components between requests - ``ema:12`` and ``macd:12:26:9`` use one EMA(12) scan,
+``bb:20`` and ``zscore:20`` one set of window moments, a gated signal reuses ``vreg`` - so a
+long spec costs little more than its distinct components.
+
+``(K, T)`` inputs are processed in chunks of series (``series_per_call``): on a 2-core CPU,
+arrays of a few tens of MB per chunk run faster than one huge batch (fresh large buffers cost
+page faults) and keep memory bounded. ``compute_indicators_reference`` gives the same dict from
+the NumPy references, series by series.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from compute import indicators as ind
+from compute import inputs
+from compute import reference as ref
+from compute import regimes as reg
+from compute import signals as sig
+from compute.batching import over_series
+from compute.errors import InputDataError, SpecError
+from compute.jaxconf import jax, jnp, require_x64
+from compute.labels import GATE_LOOKBACK, GATE_N, GATE_Z
+from compute.registry import Request, parse_indicator_spec, required_inputs
+from compute.rolling import seeded_ew_moments, window_moments, window_sums
+
+Array = jax.Array
+Spec = str | Iterable[Request]
+
+CHUNK_ELEMENTS = 1 << 21  # bars x series per jitted call (16 MB per float64 array)
+
+_moments = over_series(window_moments)
+_ew_moments = over_series(seeded_ew_moments)
+_sums = over_series(window_sums)
+_macd_signal = over_series(ind.macd_signal_1d)
+_log_returns = over_series(ind.log_returns_1d)
+_simple_returns = over_series(ind.simple_returns_1d)
+
+
+class _Graph:
+    """Memoised components over one chunk of ``(k, T)`` arrays (shared between requests)."""
+
+    def __init__(self, arrays: Mapping[str, Array]) -> None:
+        self.x = arrays
+        self.memo: dict[tuple[Any, ...], Any] = {}
+
+    def _get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
+
+    def ema(self, n: int) -> Array:
+        return self._get(("ema", n), lambda: ind.batched.ema(self.x["close"], n))
+
+    def rsi(self, n: int) -> Array:
+        return self._get(("rsi", n), lambda: ind.batched.rsi(self.x["close"], n))
+
+    def atr(self, n: int) -> Array:
+        x = self.x
+        return self._get(("atr", n), lambda: ind.batched.atr(x["high"], x["low"], x["close"], n))
+
+    def moments(self, n: int) -> tuple[Array, Array, Array]:
+        return self._get(("moments", n), lambda: _moments(self.x["close"], w=n))
+
+    def logret(self) -> Array:
+        return self._get(("logret",), lambda: _log_returns(self.x["close"]))
+
+    def rvol(self, n: int, ppy: float) -> Array:
+        m2 = self._get(("logret_m2", n), lambda: _moments(self.logret(), w=n)[1])
+        return self._get(("rvol", n, ppy), lambda: reg.realized_vol_from(m2, ppy, n))
+
+    def vreg(self, n: int, lookback: int, z: float) -> Array:
+        def make() -> Array:
+            rv = self.rvol(n, 1.0)
+            mean, var = _ew_moments(rv, n=lookback, start=n)
+            return reg.vol_regime_label(rv, mean, var, z)
+
+        return self._get(("vreg", n, lookback, z), make)
+
+    def gate(self, position: Array, vol_gate: float) -> Array:
+        if not vol_gate:
+            return position
+        return sig.gate_from(position, self.vreg(GATE_N, GATE_LOOKBACK, GATE_Z))
+
+
+def _evaluate_one(g: _Graph, r: Request) -> dict[str, Array]:
+    p, x = r.params, g.x
+    name = r.spec.name
+    n = int(p.get("n", 0))
+    if name == "sma":
+        return {"sma": g.moments(n)[0]}
+    if name == "ema":
+        return {"ema": g.ema(n)}
+    if name == "rsi":
+        return {"rsi": g.rsi(n)}
+    if name == "macd":
+        f, s, k = int(p["fast"]), int(p["slow"]), int(p["signal"])
+        line = g.ema(f) - g.ema(s)
+        signal = _macd_signal(line, k, max(f, s) - 1)
+        return {"macd": line, "macd_signal": signal, "macd_hist": line - signal}
+    if name == "atr":
+        return {"atr": g.atr(n)}
+    if name == "bb":
+        out = ind.bollinger_from(*g.moments(n), p["k"], n)
+        return dict(
+            zip(("bb_mid", "bb_upper", "bb_lower", "bb_pctb", "bb_width"), out, strict=True)
+        )
+    if name == "zscore":
+        return {"zscore": ind.zscore_from(g.moments(n)[1], g.moments(n)[2], n)}
+    if name == "vwap":
+        pv = _sums(ind.typical_price_1d(x["high"], x["low"], x["close"]) * x["volume"], w=n)
+        return {"vwap": ind.ratio_or_nan(pv, _sums(x["volume"], w=n))}
+    if name == "svwap":
+        return {
+            "svwap": ind.batched.vwap_session(
+                x["high"], x["low"], x["close"], x["volume"], x["starts"]
+            )
+        }
+    if name == "ret":
+        return {"ret": _simple_returns(x["close"])}
+    if name == "logret":
+        return {"logret": g.logret()}
+    if name == "rvol":
+        return {"rvol": g.rvol(n, p["ppy"])}
+    if name == "vov":
+        m = int(p["m"])
+        return {"vov": jnp.sqrt(_moments(g.rvol(n, p["ppy"]), w=m)[1] / (m - 1))}
+    if name == "vreg":
+        return {"vreg": g.vreg(n, int(p["lookback"]), p["z"])}
+    if name == "vreg_fixed":
+        rv = g.rvol(n, p["ppy"])
+        return {"vreg_fixed": reg.vol_label(rv, p["low"], p["high"], ~jnp.isnan(rv))}
+    if name == "trend":
+        score, label = reg.trend_from(
+            g.ema(n), g.atr(int(p["atr_n"])), p["threshold"], int(p["slope"])
+        )
+        return {"trend_score": score, "trend": label}
+    long_only = bool(p.get("long_only", 0))
+    if name == "ema_cross":
+        pos = sig.ema_cross_from(g.ema(int(p["fast"])), g.ema(int(p["slow"])), long_only)
+    elif name == "rsi_mr":
+        pos = sig.rsi_reversion_from(g.rsi(n), p["lower"], p["upper"], long_only)
+    elif name == "bb_break":
+        _, m2, dev = g.moments(n)
+        pos = sig.bollinger_breakout_from(m2, dev, p["k"], n, long_only)
+    else:  # pragma: no cover - the registry and this table are kept in step by a test
+        raise NotImplementedError(name)
+    return {name: g.gate(pos, p["vol_gate"])}
+
+
+def _valid(arrays: Mapping[str, Array]) -> Array:
+    """True when the inputs honour the contract of :mod:`compute.inputs` (finite, prices > 0,
+    volume >= 0, low <= close <= high). Checked here, where the data are read anyway; the
+    caller words the error with NumPy when it is False."""
+    ok = jnp.asarray(True)
+    for name, x in arrays.items():
+        if name in ("high", "low", "close"):
+            ok = ok & jnp.all(jnp.isfinite(x) & (x > 0.0))
+        elif name == "volume":
+            ok = ok & jnp.all(jnp.isfinite(x) & (x >= 0.0))
+    if "high" in arrays and "low" in arrays:
+        h, lo = arrays["high"], arrays["low"]
+        ok = ok & jnp.all(lo <= h)
+        if "close" in arrays:
+            ok = ok & jnp.all((arrays["close"] <= h) & (arrays["close"] >= lo))
+    return ok
+
+
+def _evaluate(
+    requests: tuple[Request, ...], arrays: dict[str, Array]
+) -> tuple[dict[str, Array], Array]:
+    if "starts" in arrays:  # one (T,) flag row shared by every series
+        arrays = {**arrays, "starts": jnp.broadcast_to(arrays["starts"], arrays["close"].shape)}
+    g = _Graph(arrays)
+    out: dict[str, Array] = {}
+    for r in requests:
+        for output, value in _evaluate_one(g, r).items():
+            out[r.column(output)] = value
+    return out, _valid(arrays)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(
+    requests: tuple[Request, ...],
+) -> Callable[[Mapping[str, Any]], tuple[dict[str, Array], Array]]:
+    return jax.jit(functools.partial(_evaluate, requests))
+
+
+def _requests(spec: Spec) -> tuple[Request, ...]:
+    return parse_indicator_spec(spec) if isinstance(spec, str) else tuple(spec)
+
+
+def _collect(
+    requests: tuple[Request, ...], given: Mapping[str, Any], check: bool = True
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The arrays ``requests`` read, converted (and validated unless ``check`` is False: the
+    jitted call then checks the values); ts becomes unix seconds."""
+    needed = required_inputs(requests)
+    missing = [k for k in needed if given.get(k) is None]
+    if missing:
+        items = ",".join(r.text() for r in requests)
+        raise InputDataError(f"{', '.join(missing)} required by {items!r}")
+    arrays = inputs.ohlc(check, **{k: given[k] for k in needed if k != "ts"})
+    named = dict(zip([k for k in needed if k != "ts"], arrays, strict=True))
+    ts = None
+    if "ts" in needed:
+        length = arrays[0].shape[-1] if arrays else np.asarray(given["ts"]).shape[-1]
+        ts = inputs.unix_seconds(given["ts"], length)
+    return named, ts
+
+
+def compute_indicators(
+    spec: Spec,
+    open: inputs.ArrayLike | None = None,
+    high: inputs.ArrayLike | None = None,
+    low: inputs.ArrayLike | None = None,
+    close: inputs.ArrayLike | None = None,
+    volume: inputs.ArrayLike | None = None,
+    ts: inputs.ArrayLike | None = None,
+    *,
+    series_per_call: int | None = None,
+    workers: int = 1,
+) -> dict[str, np.ndarray]:
+    """Evaluate ``spec`` with the JAX kernels: column name -> ``(T,)`` or ``(K, T)`` array.
+
+    Only the arrays the spec reads are required (and validated); ``open`` is accepted for a
+    uniform call but no indicator reads it. ``ts`` (unix seconds or datetime64) is shared by
+    all series. Floats are float64 with NaN warm-up; labels and signals are int8.
+
+    ``series_per_call`` sets the chunk of series per jitted call (default: ~2M bar-series,
+    i.e. 2 coins of 1M bars); ``workers > 1`` runs chunks on that many threads (XLA releases
+    the GIL, so chunks run in parallel on separate cores). Results do not depend on either.
+    """
+    require_x64()
+    requests = _requests(spec)
+    given = {"open": open, "high": high, "low": low, "close": close, "volume": volume, "ts": ts}
+    named, secs = _collect(requests, given, check=False)
+    for name, value in (("series_per_call", series_per_call), ("workers", workers)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise SpecError(f"{name} must be a positive integer, got {value!r}")
+    one_d = next(iter(named.values())).ndim == 1
+    rows = {k: np.atleast_2d(v) for k, v in named.items()}
+    count, length = next(iter(rows.values())).shape
+    padded_len = inputs.bucket(length)
+    chunk = series_per_call or max(1, min(count, CHUNK_ELEMENTS // padded_len))
+    fn = _compiled(requests)
+    starts = None if secs is None else inputs.pad_time(inputs.day_starts(secs), padded_len)
+
+    def run_chunk(lo: int) -> dict[str, np.ndarray]:
+        hi = min(lo + chunk, count)
+        # the last chunk is filled up by repeating its last series: one shape, one compilation
+        take = (
+            slice(lo, hi) if hi - lo == chunk else np.r_[lo:hi, np.full(chunk - (hi - lo), hi - 1)]
+        )
+        batch = {k: inputs.pad_time(v[take], padded_len) for k, v in rows.items()}
+        if starts is not None:
+            batch["starts"] = starts
+        outputs, ok = fn(batch)
+        if not bool(ok):  # word the error: the NumPy checks name the array and the position
+            inputs.ohlc(True, **named)
+            raise InputDataError("inputs break the contract of compute.inputs")  # pragma: no cover
+        return {k: np.asarray(v)[: hi - lo, :length] for k, v in outputs.items()}
+
+    starts_at = list(range(0, count, chunk))
+    if len(starts_at) == 1:
+        results = run_chunk(0)  # views of the kernel's buffers: no copy
+    else:
+        results = {
+            r.column(o.name): np.empty((count, length), dtype=np.dtype(o.dtype))
+            for r in requests
+            for o in r.spec.outputs
+        }
+
+        def store(lo: int) -> None:
+            for column, value in run_chunk(lo).items():
+                results[column][lo : lo + value.shape[0]] = value
+
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(store, starts_at))
+        else:
+            for lo in starts_at:
+                store(lo)
+    return {k: v[0] for k, v in results.items()} if one_d else results
+
+
+# --- the NumPy-reference twin -------------------------------------------------------------
+
+
+def _given(ts: np.ndarray | None) -> np.ndarray:
+    if ts is None:  # pragma: no cover - _collect requires ts for every item that reads it
+        raise InputDataError("ts required")
+    return ts
+
+
+def _reference_one(
+    r: Request, x: Mapping[str, np.ndarray], ts: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    p = r.params
+    name = r.spec.name
+    c = x["close"]  # every item reads the close
+    n = int(p.get("n", 0))
+    flags = (bool(p.get("long_only", 0)), bool(p.get("vol_gate", 0)))
+    table: dict[str, Callable[[], Any]] = {
+        "sma": lambda: ref.sma(c, n),
+        "ema": lambda: ref.ema(c, n),
+        "rsi": lambda: ref.rsi(c, n),
+        "macd": lambda: ref.macd(c, int(p["fast"]), int(p["slow"]), int(p["signal"])),
+        "atr": lambda: ref.atr(x["high"], x["low"], c, n),
+        "bb": lambda: ref.bollinger(c, n, p["k"]),
+        "zscore": lambda: ref.zscore(c, n),
+        "vwap": lambda: ref.vwap_rolling(x["high"], x["low"], c, x["volume"], n),
+        "svwap": lambda: ref.vwap_session(x["high"], x["low"], c, x["volume"], _given(ts)),
+        "ret": lambda: ref.simple_returns(c),
+        "logret": lambda: ref.log_returns(c),
+        "rvol": lambda: ref.realized_vol(c, n, p["ppy"]),
+        "vov": lambda: ref.vol_of_vol(c, n, int(p["m"]), p["ppy"]),
+        "vreg": lambda: ref.vol_regime(c, n, int(p["lookback"]), p["z"]),
+        "vreg_fixed": lambda: ref.vol_regime_fixed(c, n, p["low"], p["high"], p["ppy"]),
+        "trend": lambda: (
+            ref.trend_score(x["high"], x["low"], c, n, int(p["atr_n"]), int(p["slope"])),
+            ref.trend_regime(
+                x["high"], x["low"], c, n, int(p["atr_n"]), int(p["slope"]), p["threshold"]
+            ),
+        ),
+        "ema_cross": lambda: ref.ema_cross(c, int(p["fast"]), int(p["slow"]), *flags),
+        "rsi_mr": lambda: ref.rsi_reversion(c, n, p["lower"], p["upper"], *flags),
+        "bb_break": lambda: ref.bollinger_breakout(c, n, p["k"], *flags),
+    }
+    values = table[name]()
+    values = values if isinstance(values, tuple) else (values,)
+    return dict(zip((o.name for o in r.spec.outputs), values, strict=True))
+
+
+def compute_indicators_reference(
+    spec: Spec,
+    open: inputs.ArrayLike | None = None,
+    high: inputs.ArrayLike | None = None,
+    low: inputs.ArrayLike | None = None,
+    close: inputs.ArrayLike | None = None,
+    volume: inputs.ArrayLike | None = None,
+    ts: inputs.ArrayLike | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`compute_indicators` computed by :mod:`compute.reference`, one series at a time."""
+    requests = _requests(spec)
+    named, ts_secs = _collect(
+        requests,
+        {"open": open, "high": high, "low": low, "close": close, "volume": volume, "ts": ts},
+    )
+    one_d = next(iter(named.values())).ndim == 1
+    rows = {k: np.atleast_2d(v) for k, v in named.items()}
+    count = next(iter(rows.values())).shape[0]
+    per_row: list[dict[str, np.ndarray]] = []
+    for i in range(count):
+        x = {k: v[i] for k, v in rows.items()}
+        out: dict[str, np.ndarray] = {}
+        for r in requests:
+            for output, value in _reference_one(r, x, ts_secs).items():
+                out[r.column(output)] = value
+        per_row.append(out)
+    if one_d:
+        return per_row[0]
+    return {k: np.stack([row[k] for row in per_row]) for k in per_row[0]}
