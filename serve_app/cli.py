@@ -1,0 +1,342 @@
+"""The ``squall`` command line: run the platform, manage the schema, import files, report gaps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from serve_app.settings import Settings, get_settings
+from storage.errors import SquallError
+
+
+def iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _print_json(payload: Any) -> None:
+    json.dump(payload, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+# ------------------------------------------------------------------------------------ db
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import migrate
+    from storage.engine import make_engine
+
+    if args.action == "upgrade":
+        migrate.upgrade(settings.database_url, args.revision)
+    elif args.action == "downgrade":
+        migrate.downgrade(settings.database_url, args.revision)
+    engine = make_engine(settings.database_url)
+    try:
+        current = migrate.current_revision(engine)
+    finally:
+        engine.dispose()
+    head = migrate.head_revision()
+    state = "at head" if current == head else f"head is {head}"
+    print(f"database {settings.database_url_redacted}: revision {current or 'none'} ({state})")
+    return 0
+
+
+# -------------------------------------------------------------------------------- import
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from ingestion.fileimport import infer_coin_interval, parse_candle_file
+    from storage import migrate
+    from storage.candles import CandleRepository
+    from storage.engine import make_engine, session_factory, transaction
+
+    migrate.upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+    reports: list[dict[str, Any]] = []
+    failed = False
+    try:
+        for name in args.files:
+            path = Path(name)
+            guessed_coin, guessed_interval = infer_coin_interval(path)
+            coin = (args.coin or guessed_coin or "").upper()
+            interval = args.interval or guessed_interval
+            if not coin or not interval:
+                raise SystemExit(
+                    f"{path}: cannot tell the coin/interval from the file name; "
+                    "pass --coin and --interval"
+                )
+            if not path.is_file():
+                raise SystemExit(f"{path}: no such file")
+            parsed = parse_candle_file(path, coin=coin, interval=interval)
+            if parsed.rows_read > settings.max_import_rows:
+                raise SystemExit(
+                    f"{path}: {parsed.rows_read} rows exceeds SQUALL_MAX_IMPORT_ROWS "
+                    f"({settings.max_import_rows})"
+                )
+            report: dict[str, Any] = {
+                "file": str(path),
+                "coin": coin,
+                "interval": interval,
+                "layout": parsed.layout,
+                "rows_read": parsed.rows_read,
+                "duplicates": parsed.duplicates,
+                "rejected": sum(parsed.rejected.values()),
+                "rejected_by_reason": parsed.rejected,
+                "rejected_examples": [
+                    {"line": r.line, "reason": r.reason, "detail": r.detail}
+                    for r in parsed.rejected_examples[:5]
+                ],
+            }
+            if args.strict and parsed.rejected:
+                report["status"] = "aborted: rows rejected and --strict given; nothing written"
+                failed = True
+            else:
+                with transaction(sessions) as session:
+                    result = CandleRepository(session).upsert(parsed.frame)
+                report.update(
+                    inserted=result.inserted,
+                    updated=result.updated,
+                    unchanged=result.unchanged,
+                    status="ok",
+                )
+            reports.append(report)
+    finally:
+        engine.dispose()
+    if args.json:
+        _print_json(reports)
+    else:
+        for r in reports:
+            print(
+                f"{r['file']}: {r['coin']} {r['interval']} ({r['layout']}) "
+                f"read {r['rows_read']}, inserted {r.get('inserted', 0)}, "
+                f"updated {r.get('updated', 0)}, unchanged {r.get('unchanged', 0)}, "
+                f"duplicates {r['duplicates']}, rejected {r['rejected']} {r['status']}"
+            )
+            for reason, n in sorted(r["rejected_by_reason"].items()):
+                print(f"  rejected {reason}: {n}")
+            for ex in r["rejected_examples"]:
+                print(f"    line {ex['line']}: {ex['reason']}: {ex['detail']}")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------- gaps
+def cmd_gaps(args: argparse.Namespace, settings: Settings) -> int:
+    from ingestion.gaps import gap_report
+    from storage.engine import make_engine, session_factory
+
+    if args.fix:
+        engine = make_engine(settings.database_url)
+        try:
+            with session_factory(engine)() as session:
+                found = gap_report(session, args.coin.upper() if args.coin else None, args.interval)
+        finally:
+            engine.dispose()
+        return _repair(args, settings, [(r.coin, r.interval) for r in found])
+
+    engine = make_engine(settings.database_url)
+    try:
+        with session_factory(engine)() as session:
+            coin = args.coin.upper() if args.coin else None
+            reports = gap_report(session, coin, args.interval)
+    finally:
+        engine.dispose()
+    if args.json:
+        _print_json(
+            [
+                {
+                    **r.as_dict(),
+                    "first": iso(r.first_ts),
+                    "last": iso(r.last_ts),
+                    "gaps": [
+                        {**vars(g), "start_iso": iso(g.start), "end_iso": iso(g.end)}
+                        for g in r.gaps
+                    ],
+                }
+                for r in reports
+            ]
+        )
+        return 0
+    if not reports:
+        print("no stored candles match")
+    for r in reports:
+        print(
+            f"{r.coin} {r.interval}: {iso(r.first_ts)} .. {iso(r.last_ts)}, expected "
+            f"{r.expected}, present {r.present}, missing {r.missing} in {len(r.gaps)} gap(s)"
+        )
+        for g in r.gaps:
+            print(f"  {iso(g.start)} .. {iso(g.end)}  missing {g.missing}")
+    return 0
+
+
+# ------------------------------------------------------------------------- backfill / fix
+def parse_time(text: str) -> int:
+    """Unix seconds from ``1704067200`` or an ISO date/datetime (naive means UTC)."""
+    text = text.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"cannot read time {text!r}: use unix seconds or ISO-8601 like 2024-01-31T00:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
+def _repair(args: argparse.Namespace, settings: Settings, series: list[tuple[str, str]]) -> int:
+    from ingestion.backfill import backfill, fix_gaps
+    from ingestion.config import build_provider
+    from serve_app.settings import ingest_config
+    from storage import migrate
+    from storage.engine import make_engine, session_factory
+
+    migrate.upgrade(settings.database_url)
+    provider = build_provider(ingest_config(settings))
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+    reports = []
+    try:
+        for coin, interval in series:
+            if getattr(args, "start", None) is not None:
+                report = backfill(
+                    provider,
+                    sessions,
+                    coin,
+                    interval,
+                    start=parse_time(args.start),
+                    end=parse_time(args.end),
+                )
+            else:
+                report = fix_gaps(provider, sessions, coin, interval)
+            reports.append(report)
+    finally:
+        provider.close()
+        engine.dispose()
+    if args.json:
+        _print_json([r.as_dict() for r in reports])
+        return 0
+    for r in reports:
+        print(
+            f"{r.coin} {r.interval}: gaps_found {r.gaps_found}, gaps_fixed {r.gaps_fixed}, "
+            f"candles_added {r.candles_added}, remaining {len(r.remaining)} "
+            f"(known exchange outages skipped: {r.known_gaps_skipped})"
+        )
+        for g in r.remaining:
+            print(f"  no data at the source: {iso(g.start)} .. {iso(g.end)} ({g.missing} bars)")
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    if parse_time(args.start) > parse_time(args.end):
+        raise ValueError("--start is after --end")
+    return _repair(args, settings, [(args.coin.upper(), args.interval)])
+
+
+# ------------------------------------------------------------------------------------ up
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from serve_app.runner import run_platform
+
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["api_host"] = args.host
+    if args.port:
+        overrides["api_port"] = args.port
+    run_platform(settings.model_copy(update=overrides) if overrides else settings)
+    return 0
+
+
+def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
+    from serve_app.jobs.features_build import build
+
+    coins = [c.upper() for c in args.coin] if args.coin else None
+    summary = build(settings, coins, args.interval, full=args.full)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"feature rows written: {summary['rows_written']} in {summary['seconds']}s "
+            f"({summary['tasks']} tasks)"
+        )
+        for key, n in summary["series"].items():
+            print(f"  {key}: {n}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="squall", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start or join Ray, migrate, serve the API until Ctrl-C")
+    up.add_argument("--host", help="bind address (default SQUALL_API_HOST)")
+    up.add_argument("--port", type=int, help="port (default SQUALL_API_PORT)")
+    up.set_defaults(func=cmd_up)
+
+    db = sub.add_parser("db", help="schema migrations (Alembic)")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    db_up = db_sub.add_parser("upgrade", help="migrate to a revision (default head)")
+    db_up.add_argument("revision", nargs="?", default="head")
+    db_down = db_sub.add_parser("downgrade", help="migrate down to a revision ('base': empty)")
+    db_down.add_argument("revision")
+    db_sub.add_parser("current", help="show the database's revision")
+    db.set_defaults(func=cmd_db)
+
+    imp = sub.add_parser("import", help="import candle CSV files (Binance klines, OHLCV, CDD)")
+    imp.add_argument("files", nargs="+", metavar="FILE")
+    imp.add_argument("--coin", help="base asset, e.g. BTC (default: from the file name)")
+    imp.add_argument("--interval", help="bar interval, e.g. 4h (default: from the file name)")
+    imp.add_argument("--strict", action="store_true", help="write nothing if any row is rejected")
+    imp.add_argument("--json", action="store_true", help="machine-readable summary")
+    imp.set_defaults(func=cmd_import)
+
+    gaps = sub.add_parser("gaps", help="report missing candles per stored series")
+    gaps.add_argument("--coin")
+    gaps.add_argument("--interval")
+    gaps.add_argument("--json", action="store_true")
+    gaps.add_argument(
+        "--fix", action="store_true", help="fetch the missing ranges from the data source"
+    )
+    gaps.set_defaults(func=cmd_gaps)
+
+    fill = sub.add_parser("backfill", help="fetch a time range of one series from the source")
+    fill.add_argument("--coin", required=True)
+    fill.add_argument("--interval", required=True)
+    fill.add_argument("--start", required=True, help="unix seconds or ISO-8601 (UTC)")
+    fill.add_argument("--end", required=True, help="unix seconds or ISO-8601 (UTC)")
+    fill.add_argument("--json", action="store_true")
+    fill.set_defaults(func=cmd_backfill)
+
+    feats = sub.add_parser("features", help="the feature store")
+    feats_sub = feats.add_subparsers(dest="action", required=True)
+    fbuild = feats_sub.add_parser("build", help="materialise features on Ray Data")
+    fbuild.add_argument("--coin", action="append", help="repeatable (default: all configured)")
+    fbuild.add_argument("--interval", action="append", help="repeatable")
+    fbuild.add_argument("--full", action="store_true", help="recompute everything")
+    fbuild.add_argument("--json", action="store_true")
+    feats.set_defaults(func=cmd_features)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+    """Run one command; ``settings`` overrides the environment (tests, embedding)."""
+    args = build_parser().parse_args(argv)
+    if settings is None:
+        try:
+            settings = get_settings()
+        except Exception as exc:
+            print(f"squall: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+    try:
+        return int(args.func(args, settings))
+    except SquallError as exc:
+        print(f"squall: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"squall: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Entry points for ``ray job submit`` (large builds and sweeps on a cluster)."""

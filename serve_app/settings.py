@@ -1,0 +1,135 @@
+"""squall's one settings object. Every value can be set with a ``SQUALL_*`` variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ingestion.config import IngestConfig
+from storage.engine import DEFAULT_DATABASE_URL, redact_url
+from storage.intervals import INTERVAL_SECONDS
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Configuration for the API, ingestion and compute; lists accept ``A,B,C`` or JSON."""
+
+    model_config = SettingsConfigDict(env_prefix="SQUALL_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL: sqlite:///path or postgresql://user:pass@host/db",
+        repr=False,
+    )
+    coins: CsvList = Field(["BTC", "ETH", "SOL"], description="base assets to track")
+    intervals: CsvList = Field(["1m", "5m", "1h", "1d"], description="bar intervals to track")
+    quote_asset: str = Field("USDT", description="quote asset of every tracked pair")
+    data_source: Literal["synthetic", "binance", "file"] = Field(
+        "synthetic", description="where live candles come from"
+    )
+    api_host: str = Field("127.0.0.1", description="address the HTTP API binds to")
+    api_port: int = Field(8000, ge=1, le=65535, description="port of the HTTP API")
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (e.g. 'auto'); unset starts a local one"
+    )
+    dashboard_port: int = Field(8265, ge=1, le=65535, description="Ray dashboard port")
+    serve_replicas: int = Field(1, ge=1, le=64, description="API replicas under Ray Serve")
+    max_candles_per_request: int = Field(
+        5000, ge=1, le=1_000_000, description="cap on candles returned by one request"
+    )
+    default_candle_limit: int = Field(500, ge=1, description="candles returned when no limit")
+    max_import_rows: int = Field(
+        20_000_000, ge=1, description="cap on rows one import command reads"
+    )
+    log_level: str = Field("INFO", description="root log level")
+    ingest_enabled: bool = Field(True, description="run the ingestion supervisor under `squall up`")
+    features_enabled: bool = Field(
+        True, description="keep the feature store current as candles arrive (with ingestion)"
+    )
+    backfill_days: float = Field(
+        90.0, gt=0, le=3650, description="history an empty series is filled with on first start"
+    )
+    ingest_grace_s: float = Field(
+        90.0, ge=0, description="seconds after a bar closes before its series counts as stalled"
+    )
+    derivatives_period_s: float = Field(
+        60.0, ge=1, description="seconds between snapshot/funding/open-interest fetches"
+    )
+    synthetic_seed: int = Field(7, description="seed of the synthetic market")
+    binance_spot_url: str = Field(
+        "https://api.binance.com", description="Binance spot REST base URL"
+    )
+    binance_futures_url: str = Field(
+        "https://fapi.binance.com", description="Binance USDT-M futures REST base URL"
+    )
+    binance_timeout_s: float = Field(10.0, gt=0, description="timeout of every exchange call")
+    binance_requests_per_second: float = Field(
+        10.0, gt=0, description="client-side rate limit towards the exchange"
+    )
+    db_connect_timeout_s: int = Field(
+        5, ge=1, le=120, description="seconds the API waits for a Postgres connection"
+    )
+
+    @field_validator("coins", "intervals", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("coins")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one coin is required")
+        return [c.upper() for c in value]
+
+    @field_validator("intervals")
+    @classmethod
+    def _known_intervals(cls, value: list[str]) -> list[str]:
+        unknown = [i for i in value if i not in INTERVAL_SECONDS]
+        if unknown:
+            raise ValueError(f"unknown intervals {unknown}; valid: {', '.join(INTERVAL_SECONDS)}")
+        return value
+
+    @property
+    def database_url_redacted(self) -> str:
+        return redact_url(self.database_url)
+
+    def __repr_args__(self) -> Any:
+        yield "database_url", self.database_url_redacted
+        yield from super().__repr_args__()
+
+
+def ingest_config(settings: Settings) -> IngestConfig:
+    """The ingestion supervisor's view of the settings."""
+    return IngestConfig(
+        database_url=settings.database_url,
+        coins=tuple(settings.coins),
+        intervals=tuple(settings.intervals),
+        data_source=settings.data_source,
+        quote_asset=settings.quote_asset,
+        backfill_days=settings.backfill_days,
+        grace_s=settings.ingest_grace_s,
+        derivatives_period_s=settings.derivatives_period_s,
+        synthetic_seed=settings.synthetic_seed,
+        binance_spot_url=settings.binance_spot_url,
+        binance_futures_url=settings.binance_futures_url,
+        binance_timeout_s=settings.binance_timeout_s,
+        binance_requests_per_second=settings.binance_requests_per_second,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
