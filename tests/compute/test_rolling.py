@@ -1,0 +1,76 @@
+"""Numerics of the building blocks: windowed moments at BTC-like magnitudes, exact zeros for
+constant windows, the two-level window path, the batched recurrence vs lax.scan."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from compute.jaxconf import jax, jnp
+from compute.rolling import seeded_ema, window_moments, window_sums
+
+
+def exact_window_var(x: np.ndarray, w: int) -> np.ndarray:
+    """Population variance of every window in exact rational arithmetic."""
+    out = np.full(len(x), np.nan)
+    values = [Fraction(v) for v in x]
+    for t in range(w - 1, len(x)):
+        win = values[t - w + 1 : t + 1]
+        mean = sum(win) / w
+        out[t] = float(sum((v - mean) ** 2 for v in win) / w)
+    return out
+
+
+@pytest.mark.parametrize("w", [2, 5, 20, 24, 25, 60])
+def test_window_variance_at_60000_is_exact_to_1e12(w: int) -> None:
+    # cent ticks on a ~60,000 price with tiny moves: the variance is ~1e-4..1e2 while x^2 is 3.6e9
+    rng = np.random.default_rng(w)
+    x = np.round(60_000 + np.cumsum(rng.normal(0, 0.05, 400)), 2)
+    want = exact_window_var(x, w)
+    mean, m2, dev = jax.jit(lambda s: window_moments(s, w))(jnp.asarray(x))
+    got = np.asarray(m2) / w
+    ok = ~np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), ~ok)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(dev)[ok], (x - np.asarray(mean))[ok], atol=1e-9)
+    if w == 20:
+        # the trap the kernel avoids: E[x^2] - E[x]^2 from running sums loses ~6-9 digits here
+        s1 = np.convolve(x, np.ones(w), "valid")
+        s2 = np.convolve(x * x, np.ones(w), "valid")
+        naive = s2 / w - (s1 / w) ** 2
+        assert np.max(np.abs(naive - want[w - 1 :]) / want[w - 1 :]) > 1e-6
+
+
+@pytest.mark.parametrize("w", [3, 20, 30])
+def test_constant_windows_have_exactly_zero_variance(w: int) -> None:
+    x = np.concatenate([np.linspace(1.1, 2.3, 40), np.full(50, 0.1), np.full(40, 61_234.57)])
+    mean, m2, dev = (np.asarray(a) for a in jax.jit(lambda s: window_moments(s, w))(jnp.asarray(x)))
+    flat = [t for t in range(w - 1, len(x)) if np.ptp(x[t - w + 1 : t + 1]) == 0]
+    assert len(flat) >= 30
+    assert (m2[flat] == 0).all() and (dev[flat] == 0).all() and (mean[flat] == x[flat]).all()
+
+
+def test_window_sums_of_positive_data() -> None:
+    x = np.random.default_rng(3).lognormal(0, 2, 500)
+    for w in (1, 7, 24, 100):
+        got = np.asarray(jax.jit(lambda s, w=w: window_sums(s, w))(jnp.asarray(x)))
+        want = np.array([np.sum(x[t - w + 1 : t + 1]) for t in range(w - 1, len(x))])
+        assert np.isnan(got[: w - 1]).all()
+        np.testing.assert_allclose(got[w - 1 :], want, rtol=1e-13)
+
+
+def test_batched_recurrence_matches_the_scan_bitwise() -> None:
+    x = 60_000 * np.exp(np.cumsum(np.random.default_rng(4).normal(0, 0.01, (3, 200)), axis=1))
+    single = [np.asarray(seeded_ema(jnp.asarray(row), 2 / 11, 10, 2)) for row in x]
+    batched = np.asarray(jax.vmap(lambda r: seeded_ema(r, 2 / 11, 10, 2))(jnp.asarray(x)))
+    np.testing.assert_array_equal(batched, np.stack(single))
+    assert np.isnan(batched[:, :11]).all() and not np.isnan(batched[:, 11:]).any()
+
+
+def test_long_windows_keep_their_barrier() -> None:
+    # The piece sums of a long window are read q times; the fusion barrier must survive XLA,
+    # or the pieces are recomputed per read (O(w) per bar again).
+    text = jax.jit(lambda s: window_moments(s, 200)).lower(jnp.ones(1000)).compile().as_text()
+    assert text.count(" while(") >= 1

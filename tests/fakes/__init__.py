@@ -1,0 +1,1 @@
+"""Fakes for tests: a real-HTTP fake Binance exchange (``tests.fakes.exchange``)."""

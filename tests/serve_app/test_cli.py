@@ -1,0 +1,143 @@
+"""``squall import`` / ``squall gaps`` / ``squall db`` end to end, on SQLite and Postgres.
+
+Figures asserted here come from ``../shared/data/SOURCES.md`` (rows, duplicates, missing bars
+and their runs), not from the code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from serve_app.cli import main
+from serve_app.settings import Settings
+from storage.engine import make_engine, session_factory
+from storage.models import Candle
+
+
+def run(capsys: pytest.CaptureFixture[str], database_url: str, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv), settings=Settings(database_url=database_url))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def stored(database_url: str, coin: str, interval: str) -> int:
+    engine = make_engine(database_url)
+    try:
+        with session_factory(engine)() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(Candle)
+                    .where(Candle.coin == coin, Candle.interval == interval)
+                )
+                or 0
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.realdata
+def test_import_4h_file_twice_and_gap_report(
+    capsys: pytest.CaptureFixture[str], database_url: str, shared_data: Path
+) -> None:
+    path = shared_data / "binance_spot_BTCUSDT_4h_2017-2026.csv"
+    code, out, _ = run(capsys, database_url, "import", str(path), "--json")
+    assert code == 0
+    (report,) = json.loads(out)
+    assert (report["coin"], report["interval"], report["layout"]) == ("BTC", "4h", "ohlcv6")
+    assert report["rows_read"] == 18371
+    assert (report["inserted"], report["updated"], report["unchanged"]) == (18371, 0, 0)
+    assert report["duplicates"] == 0 and report["rejected"] == 0
+    assert stored(database_url, "BTC", "4h") == 18371
+
+    code, out, _ = run(capsys, database_url, "import", str(path), "--json")
+    (again,) = json.loads(out)
+    assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, 18371)
+
+    code, out, _ = run(capsys, database_url, "gaps", "--coin", "btc", "--interval", "4h", "--json")
+    assert code == 0
+    (series,) = json.loads(out)
+    assert series["missing"] == 16 and len(series["gaps"]) == 8
+    assert series["present"] == 18371 and series["expected"] == 18371 + 16
+    # SOURCES.md: the exchange was down between the 2018-02-08 00:00 and 2018-02-09 08:00 bars
+    outage = max(series["gaps"], key=lambda g: g["missing"])
+    assert (outage["start_iso"], outage["end_iso"], outage["missing"]) == (
+        "2018-02-08T04:00:00Z",
+        "2018-02-09T04:00:00Z",
+        7,
+    )
+
+
+@pytest.mark.realdata
+def test_import_messy_files(
+    capsys: pytest.CaptureFixture[str], database_url: str, shared_data: Path
+) -> None:
+    minute = shared_data / "binance_spot_BTCUSDT_1m_2024-03.csv"
+    cdd = shared_data / "cdd_binance_ETHUSDT_1h.csv"
+    code, out, _ = run(capsys, database_url, "import", str(minute), str(cdd), "--json")
+    assert code == 0
+    by_file = {Path(r["file"]).name: r for r in json.loads(out)}
+    m = by_file[minute.name]
+    # 30954 rows, 54 duplicate timestamps, 30900 unique
+    assert (m["rows_read"], m["duplicates"], m["inserted"]) == (30954, 54, 30900)
+    c = by_file[cdd.name]
+    # newest-first, mixed ms/s epochs: 36062 raw rows, 33413 unique timestamps
+    assert (c["coin"], c["interval"], c["layout"]) == ("ETH", "1h", "cdd")
+    assert (c["rows_read"], c["inserted"]) == (36062, 33413)
+    assert stored(database_url, "ETH", "1h") == 33413
+
+    code, out, _ = run(capsys, database_url, "gaps", "--json")
+    series = {(r["coin"], r["interval"]): r for r in json.loads(out)}
+    assert series[("BTC", "1m")]["missing"] == 0
+    assert series[("ETH", "1h")]["missing"] == 16
+
+
+def test_import_reports_rejections_and_strict_writes_nothing(
+    capsys: pytest.CaptureFixture[str], database_url: str, tmp_path: Path
+) -> None:
+    csv = tmp_path / "bars.csv"
+    csv.write_text(
+        "timestamp,open,high,low,close,volume\n"
+        "2024-01-01 00:00:00,100,101,99,100.5,3\n"
+        "2024-01-01 01:00:00,100,99,98,100.5,3\n"  # high below open: inconsistent
+        "2024-01-01 02:30:00,100,101,99,100.5,3\n"  # not on the 1h grid: misaligned
+        "2024-01-01 03:00:00,100,101,99,100.5,3\n"
+    )
+    code, out, _ = run(
+        capsys, database_url, "import", str(csv), "--coin", "BTC", "--interval", "1h", "--strict"
+    )
+    assert code == 1 and "aborted" in out
+    assert "line 3: inconsistent_ohlc" in out and "line 4: misaligned" in out
+    assert stored(database_url, "BTC", "1h") == 0
+
+    code, out, _ = run(
+        capsys, database_url, "import", str(csv), "--coin", "BTC", "--interval", "1h", "--json"
+    )
+    (report,) = json.loads(out)
+    assert code == 0 and report["inserted"] == 2
+    assert report["rejected_by_reason"] == {"inconsistent_ohlc": 1, "misaligned": 1}
+    assert stored(database_url, "BTC", "1h") == 2
+
+
+def test_import_without_coin_for_an_anonymous_file_says_what_to_pass(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    csv = tmp_path / "x.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n")
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with pytest.raises(SystemExit, match="pass --coin and --interval"):
+        run(capsys, url, "import", str(csv))
+
+
+def test_db_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code, out, _ = run(capsys, url, "db", "current")
+    assert code == 0 and "revision none" in out
+    code, out, _ = run(capsys, url, "db", "upgrade")
+    assert code == 0 and "(at head)" in out
+    code, out, _ = run(capsys, url, "db", "downgrade", "base")
+    assert "revision none" in out
