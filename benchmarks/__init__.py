@@ -1,0 +1,1 @@
+"""Stand-alone performance benchmarks (not part of the test suite); see ``README.md``."""
