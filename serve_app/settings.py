@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     db_connect_timeout_s: int = Field(
         5, ge=1, le=120, description="seconds the API waits for a Postgres connection"
     )
+    db_pool_size: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="database connections each API process keeps open; also how many requests "
+        "read the database at once (more threads than cores only queue on the GIL)",
+    )
 
     @field_validator("coins", "intervals", mode="before")
     @classmethod

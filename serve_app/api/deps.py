@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+from anyio import CapacityLimiter
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,13 +36,35 @@ def app_sessions(app: FastAPI) -> sessionmaker[Session]:
             factory = app.state.sessions
             if factory is None:
                 settings = app_settings(app)
-                kwargs: dict[str, Any] = {}
+                # A pool as large as the read limiter, with as much overflow again for bursts
+                # on the other endpoints: connections are never opened per request.
+                kwargs: dict[str, Any] = {
+                    "pool_size": settings.db_pool_size,
+                    "max_overflow": settings.db_pool_size,
+                }
                 if not is_sqlite(settings.database_url):
                     kwargs["connect_args"] = {"connect_timeout": settings.db_connect_timeout_s}
                 app.state.engine = make_engine(settings.database_url, **kwargs)
                 factory = session_factory(app.state.engine)
                 app.state.sessions = factory
     return factory
+
+
+def db_limiter(app: FastAPI) -> CapacityLimiter:
+    """The limiter of the API's database reads: ``db_pool_size`` worker threads at once.
+
+    Measured (uvicorn, SQLite, 1,000 candles, 16 clients): on anyio's default 40 threads the
+    reads convoyed on the GIL at 112 req/s, below one client's 293; bounded to 4, 259 req/s
+    on a machine that was already 89% busy.
+    """
+    limiter: CapacityLimiter | None = getattr(app.state, "db_limiter", None)
+    if limiter is None:
+        with _ENGINE_LOCK:
+            limiter = getattr(app.state, "db_limiter", None)
+            if limiter is None:
+                limiter = CapacityLimiter(app_settings(app).db_pool_size)
+                app.state.db_limiter = limiter
+    return limiter
 
 
 def app_engine(app: FastAPI) -> Engine:

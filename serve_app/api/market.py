@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+import anyio.to_thread
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from ingestion.gaps import gap_report
 from serve_app.api.candle_reads import read_candle_columns
@@ -25,7 +25,7 @@ from serve_app.api.candles_io import (
     candles_parquet,
     negotiate,
 )
-from serve_app.api.deps import SessionDep, SessionFactoryDep, SettingsDep
+from serve_app.api.deps import SessionDep, SessionFactoryDep, SettingsDep, db_limiter
 from serve_app.api.errors import ApiError
 from serve_app.api.models import (
     CandlesResponse,
@@ -148,6 +148,7 @@ def parse_range(start: str | None, end: str | None) -> tuple[int | None, int | N
 )
 async def get_candles(
     *,
+    request: Request,
     settings: SettingsDep,
     sessions: SessionFactoryDep,
     coin: CoinQuery,
@@ -184,7 +185,9 @@ async def get_candles(
         limit=check_limit(limit, settings),
         kind=negotiate(fmt, accept),
     )
-    return await run_in_threadpool(_candles_response, sessions, settings, query)
+    return await anyio.to_thread.run_sync(
+        _candles_response, sessions, settings, query, limiter=db_limiter(request.app)
+    )
 
 
 @dataclass(frozen=True)

@@ -638,3 +638,46 @@ def test_openapi_documents_every_field_and_the_candles_schema(client: TestClient
     for name in ours:
         for field, prop in spec["components"]["schemas"][name].get("properties", {}).items():
             assert prop.get("description"), f"{name}.{field} has no description"
+
+
+# ---------------------------------------------------------------------- read concurrency
+@pytest.mark.usefixtures("btc")
+def test_candle_reads_never_exceed_the_pool_size(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve concurrent requests, a pool of two: at most two reads run at once, all succeed."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    from serve_app.api import market
+
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+    real = market.read_candle_columns
+
+    def probed(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        try:
+            time.sleep(0.05)  # long enough for the other requests to pile up
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(market, "read_candle_columns", probed)
+    app = create_app(make_settings(database_url, db_pool_size=2), configure_logs=False)
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            params = {"coin": "BTC", "interval": "1h", "limit": 3}
+            responses = await asyncio.gather(*(http.get(CANDLES, params=params) for _ in range(12)))
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(burst()) == [200] * 12
+    assert state["peak"] == 2
+    assert app.state.engine.pool.size() == 2
