@@ -20,6 +20,7 @@ import pandas as pd
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from storage.candle_reads import fetch_candle_rows
 from storage.columns import CANDLE_COLUMNS, CANDLE_VALUES
 from storage.intervals import interval_seconds
 from storage.models import Candle
@@ -309,20 +310,18 @@ class CandleRepository:
         first), so with a ``limit`` that gives the latest ``limit`` candles. Callers that want
         the latest N in time order sort the result.
         """
-        cols = [getattr(Candle, c) for c in CANDLE_COLUMNS]
-        query = select(*cols).where(Candle.coin == coin, Candle.interval == interval)
-        if start is not None:
-            query = query.where(Candle.ts >= start)
-        if end is not None:
-            query = query.where(Candle.ts <= end)
-        query = query.order_by(Candle.ts.desc() if newest_first else Candle.ts.asc())
-        if limit is not None:
-            query = query.limit(limit)
-        rows = self.session.execute(query).all()
-        frame = pd.DataFrame(rows, columns=list(CANDLE_COLUMNS))
-        for col in _NUMERIC:
-            frame[col] = frame[col].astype(np.int64 if col == "ts" else np.float64)
-        return frame
+        rows = fetch_candle_rows(
+            self.session, coin, interval, start=start, end=end, limit=limit,
+            latest=newest_first, with_source=True,
+        )  # fmt: skip
+        # column-wise from the raw tuples (no ORM rows): None (unknown) becomes NaN
+        columns = list(zip(*rows, strict=True)) if rows else [()] * (len(_NUMERIC) + 1)
+        data: dict[str, Any] = {"coin": np.full(len(rows), coin, object),
+                                "interval": np.full(len(rows), interval, object)}  # fmt: skip
+        for i, col in enumerate(_NUMERIC):
+            data[col] = np.array(columns[i], np.int64 if col == "ts" else np.float64)
+        data["source"] = np.array(columns[-1], object)
+        return pd.DataFrame(data, columns=list(CANDLE_COLUMNS))
 
     def latest_ts(self, coin: str, interval: str) -> int | None:
         value = self.session.scalar(

@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from compute.errors import ComputeError, SpecError
 from compute.labels import Position, TrendRegime, VolRegime
 from compute.registry import MAX_ITEMS, REGISTRY, IndicatorSpec, Request, parse_indicator_spec
-from serve_app.api.candle_reads import CandleColumns, read_candle_columns
 from serve_app.api.deps import SessionFactoryDep, SettingsDep
 from serve_app.api.errors import ApiError
 from serve_app.api.market import (
@@ -60,6 +59,7 @@ from serve_app.api.models import (
 )
 from serve_app.api.timefmt import iso, iso_array, parse_time
 from serve_app.settings import Settings
+from storage.candle_reads import CandleColumns, read_candle_columns
 from storage.candles import CandleRepository
 from storage.derivatives import FundingRepository
 from storage.fingerprint import series_fingerprint

@@ -14,8 +14,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from serve_app.api.candle_reads import CandleColumns
 from serve_app.api.timefmt import iso_array
+from storage.candle_reads import CandleColumns
 
 Format = Literal["json", "csv", "parquet"]
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"

@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingestion.gaps import gap_report
-from serve_app.api.candle_reads import read_candle_columns
 from serve_app.api.candles_io import (
     CSV_MEDIA_TYPE,
     PARQUET_MEDIA_TYPE,
@@ -40,6 +39,7 @@ from serve_app.api.models import (
 )
 from serve_app.api.timefmt import iso, parse_time
 from serve_app.settings import Settings
+from storage.candle_reads import read_candle_columns
 from storage.candles import CandleRepository
 from storage.intervals import INTERVAL_SECONDS
 from storage.models import Candle, MarketSnapshot

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from serve_app.api.candle_reads import CandleColumns
 from serve_app.api.candles_io import candles_json, candles_json_reference, negotiate
 from serve_app.api.errors import ApiError
 from serve_app.api.timefmt import iso, iso_array, parse_time
+from storage.candle_reads import CandleColumns
 
 HEADER = {"coin": "BTC", "interval": "1m", "quote_asset": "USDT"}
 
