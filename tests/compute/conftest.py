@@ -37,7 +37,8 @@ def load_candles(name: str) -> dict[str, np.ndarray]:
     if folder is None or not (folder / REAL_FILES[name]).is_file():
         pytest.skip("real-data folder ../shared/data is absent")
     frame = pd.read_csv(folder / REAL_FILES[name]).iloc[:-1]
-    ts = pd.to_datetime(frame["timestamp"], utc=True).astype("int64") // 10**9
+    # unit-safe: pandas 3 infers the datetime resolution, so no astype("int64") // 10**9
+    ts = pd.to_datetime(frame["timestamp"], utc=True).dt.as_unit("s").astype("int64")
     out = {
         k: frame[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close", "volume")
     }
