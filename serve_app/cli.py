@@ -265,6 +265,12 @@ def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from serve_app.sweep_cli import run_sweep_command
+
+    return run_sweep_command(args, settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squall", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -316,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     fbuild.add_argument("--full", action="store_true", help="recompute everything")
     fbuild.add_argument("--json", action="store_true")
     feats.set_defaults(func=cmd_features)
+
+    from serve_app.sweep_cli import add_sweep_parser
+
+    add_sweep_parser(sub, cmd_sweep)
     return parser
 
 

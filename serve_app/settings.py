@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         None, description="Ray cluster to join (e.g. 'auto'); unset starts a local one"
     )
     dashboard_port: int = Field(8265, ge=1, le=65535, description="Ray dashboard port")
+    ray_jobs_address: str | None = Field(
+        None,
+        description="Ray job submission address (http://head:8265) that `squall sweep` uses; "
+        "unset: the local cluster's dashboard, http://127.0.0.1:<dashboard_port>",
+    )
     serve_replicas: int = Field(1, ge=1, le=64, description="API replicas under Ray Serve")
     max_candles_per_request: int = Field(
         5000, ge=1, le=1_000_000, description="cap on candles returned by one request"

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Double,
+    Index,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
@@ -206,3 +207,57 @@ class Feature(Base):
     candle_fingerprint: Mapped[int] = mapped_column(BigInteger)
     values: Mapped[bytes] = mapped_column(LargeBinary, comment="float64 LE, one per column")
     computed_at: Mapped[int] = mapped_column(BigInteger, comment="unix seconds UTC")
+
+
+RUN_KINDS = ("backtest", "walkforward", "sweep", "simulation")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed")
+
+
+class BacktestRun(Base):
+    """One recorded run (backtest, walk-forward, sweep or simulation): what was asked, with
+    which code and data, and what came out. See ``storage.runs`` for the encodings.
+
+    ``request``, ``progress`` and ``summary`` are JSON text; ``equity``, ``trades`` and
+    ``results`` are encoded blobs (JSON, zlib-compressed when large).
+    """
+
+    __tablename__ = "backtest_runs"
+    __table_args__ = (
+        PrimaryKeyConstraint("id"),
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in RUN_KINDS) + ")", name="kind_known"
+        ),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")", name="status_known"
+        ),
+        CheckConstraint("duration_s IS NULL OR duration_s >= 0", name="duration_nonneg"),
+        Index("ix_backtest_runs_created_at", "created_at"),
+        Index("ix_backtest_runs_kind_created_at", "kind", "created_at"),
+        Index("ix_backtest_runs_coin_strategy", "coin", "strategy"),
+        Index("ix_backtest_runs_job_id", "job_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), comment="uuid4, text")
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger, comment="unix seconds UTC")
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, comment="unix seconds UTC")
+    status: Mapped[str] = mapped_column(String(16))
+    request: Mapped[str] = mapped_column(Text, comment="the request as canonical JSON")
+    request_hash: Mapped[str] = mapped_column(String(64), comment="sha256 of the request")
+    code_version: Mapped[str] = mapped_column(String(64), comment="git hash or package version")
+    data_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    coin: Mapped[str | None] = mapped_column(String(20))
+    interval: Mapped[str | None] = mapped_column(String(8))
+    strategy: Mapped[str | None] = mapped_column(String(40))
+    job_id: Mapped[str | None] = mapped_column(String(128), comment="Ray job submission id")
+    rerun_of: Mapped[str | None] = mapped_column(String(36), comment="id of the original run")
+    progress: Mapped[str | None] = mapped_column(Text, comment='JSON: {"done": n, "total": m}')
+    duration_s: Mapped[float | None] = mapped_column(Double)
+    summary: Mapped[str | None] = mapped_column(Text, comment="JSON: summary metrics")
+    equity: Mapped[bytes | None] = mapped_column(LargeBinary, comment="encoded equity curve")
+    trades: Mapped[bytes | None] = mapped_column(LargeBinary, comment="encoded trade list")
+    results: Mapped[bytes | None] = mapped_column(
+        LargeBinary, comment="encoded kind-specific detail (folds, sweep table, regimes)"
+    )
+    error: Mapped[str | None] = mapped_column(Text)
