@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from serve_app.api import analytics, health, market, metrics
+from serve_app.api import analytics, backtest, health, market, metrics, risk, simulate
 from serve_app.api.deps import dispose_engine
 from serve_app.api.errors import install_error_handlers
 from serve_app.api.version import package_version
@@ -58,4 +58,7 @@ def create_app(
     app.include_router(market.router)
     app.include_router(analytics.router)
     app.include_router(metrics.router)
+    app.include_router(backtest.router)
+    app.include_router(risk.router)
+    app.include_router(simulate.router)
     return app
