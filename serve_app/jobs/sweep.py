@@ -92,8 +92,7 @@ def _label(unit: Unit) -> str:
 def _fast_path(data: Any, unit: Unit, config: Any) -> bool:
     """Whether the grid fits ``compute.sweep``'s one-kernel EMA long/flat sweep: all-in
     fixed sizing, fee + fixed slippage, no funding, no gate, and a series long enough for
-    the kernel to pay off (short ones are cheap one by one; ``compute.sweep`` also returned
-    wrong trades/fees below ~1,000 bars when this was written)."""
+    the kernel to pay off (short ones are cheap one by one)."""
     return (
         len(data) >= FAST_PATH_MIN_BARS
         and unit.strategy == "ema_cross"
