@@ -38,6 +38,7 @@ Run (repository root)::
 
     python -m benchmarks.bench_simulate
     python -m benchmarks.bench_simulate --quick        # 100k only, no Serve
+    python -m benchmarks.bench_simulate --parts c      # only the end-to-end request
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def arch_cbb(
 
 
 # ------------------------------------------------------------------------- (a) bootstrap
-def bench_bootstrap(src: np.ndarray, args: argparse.Namespace, sizes: list[int]) -> int:
+def bench_bootstrap(src: np.ndarray, args: argparse.Namespace, sizes: list[int]) -> None:
     from compute import bootstrap, fanout, shocks, simulate
 
     block = max(1, round(bootstrap.politis_white(src)[1]))
@@ -238,7 +239,6 @@ def bench_bootstrap(src: np.ndarray, args: argparse.Namespace, sizes: list[int])
             target("bootstrap vs arch (x)", arch_s / dist, 50)
             target("bootstrap vs vectorised NumPy (x)", np_s / dist, 6)
     del ray
-    return block
 
 
 # ------------------------------------------------------------------- (b) regime generator
@@ -482,8 +482,11 @@ def main() -> int:
     ap.add_argument("--hmm-obs", type=int, default=5000)
     ap.add_argument("--restarts", type=int, default=4)
     ap.add_argument("--quick", action="store_true", help="100k paths only, no Serve")
+    ap.add_argument("--parts", default="a,b,c,d", help="which of (a)-(d) to run, e.g. c,d")
     args = ap.parse_args()
     import ray
+
+    from compute import bootstrap
 
     src, what = load_source(args.source)
     print(f"source: {what}; load average before: {os.getloadavg()}")
@@ -493,12 +496,17 @@ def main() -> int:
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
     )
+    parts = set(args.parts.split(","))
     try:
-        block = bench_bootstrap(src, args, [100_000] if args.quick else [100_000, 1_000_000])
-        bench_regime(src, args)
-        if not args.quick:
+        block = max(1, round(bootstrap.politis_white(src)[1]))
+        if "a" in parts:
+            bench_bootstrap(src, args, [100_000] if args.quick else [100_000, 1_000_000])
+        if "b" in parts:
+            bench_regime(src, args)
+        if "c" in parts and not args.quick:
             bench_serve(src, args, block)
-        bench_hmm(args)
+        if "d" in parts:
+            bench_hmm(args)
     finally:
         ray.shutdown()
     print(f"\nload average after: {os.getloadavg()}")

@@ -173,3 +173,17 @@ def test_backtest_spec_and_run_id_sources_give_the_same_numbers(
     assert src["kind"] == "backtest" and src["periods_per_year"] == 8760
     # buy and hold: the strategy's returns are the close-to-close returns after the entry
     assert src["returns"] == n - 1
+
+
+def test_swagger_documents_every_field(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/risk/simulate"]["post"]
+    ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schemas = spec["components"]["schemas"]
+    for name in (ref.rsplit("/", 1)[-1], "BootstrapSpec", "RegimeSpec", "ShocksSpec"):
+        schema = schemas[name]
+        assert schema["additionalProperties"] is False, name
+        missing = [k for k, v in schema["properties"].items() if "description" not in v]
+        assert missing == [], (name, missing)
+    assert schemas[ref.rsplit("/", 1)[-1]].get("examples")
+    assert "202" in op["responses"] and "/risk/simulations/{run_id}" in spec["paths"]
