@@ -11,7 +11,9 @@ subprocess* (so Ray's environment variables never leak between configurations):
 ``serve-default``        Ray Serve with its default settings: local ``ray.init(num_cpus=2,
                          include_dashboard=False)``, ``serve.start`` on a free loopback port,
                          ``serve.run`` of ``serve_app.deployment.SquallAPI`` with the options
-                         of ``serve_config.yaml`` and one replica, as ``squall up`` does;
+                         of ``serve_config.yaml`` and ``--serve-replicas`` (2) replicas,
+                         as ``squall up`` does (``SQUALL_SERVE_REPLICAS``); plain uvicorn
+                         is one process, so on 2 cores Serve's second replica is its edge;
 ``serve-throughput-ha``  the same with ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` and
                          ``RAY_SERVE_ENABLE_HA_PROXY=1`` set before ``ray.init`` (so the
                          controller, proxy and replica processes inherit them).
@@ -820,6 +822,12 @@ def main(argv: list[str] | None = None) -> int:
         help="override the deployment's max_ongoing_requests (experiment; default: config)",
     )
     parser.add_argument(
+        "--serve-replicas",
+        type=int,
+        default=2,
+        help="Serve replicas (default 2, as `squall up`: SQUALL_SERVE_REPLICAS)",
+    )
+    parser.add_argument(
         "--serve-no-access-log",
         action="store_true",
         help="serve.run(logging_config={'enable_access_log': False}) (experiment)",
@@ -846,6 +854,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     overrides = {}
+    overrides["num_replicas"] = args.serve_replicas
     if args.serve_max_ongoing is not None:
         overrides["max_ongoing_requests"] = args.serve_max_ongoing
     serve_logging = {"enable_access_log": False} if args.serve_no_access_log else None

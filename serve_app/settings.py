@@ -42,7 +42,13 @@ class Settings(BaseSettings):
         description="Ray job submission address (http://head:8265) that `squall sweep` uses; "
         "unset: the local cluster's dashboard, http://127.0.0.1:<dashboard_port>",
     )
-    serve_replicas: int = Field(1, ge=1, le=64, description="API replicas under Ray Serve")
+    serve_replicas: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="API replicas under Ray Serve (2: one per core of a 2-core laptop; one "
+        "replica is bound to one core by the GIL)",
+    )
     max_candles_per_request: int = Field(
         5000, ge=1, le=1_000_000, description="cap on candles returned by one request"
     )

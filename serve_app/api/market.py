@@ -41,6 +41,7 @@ from serve_app.api.timefmt import iso, parse_time
 from serve_app.settings import Settings
 from storage.candle_reads import read_candle_columns
 from storage.candles import CandleRepository
+from storage.engine import is_sqlite
 from storage.intervals import INTERVAL_SECONDS
 from storage.models import Candle, MarketSnapshot
 from storage.snapshots import SnapshotRepository
@@ -185,6 +186,11 @@ async def get_candles(
         limit=check_limit(limit, settings),
         kind=negotiate(fmt, accept),
     )
+    if is_sqlite(settings.database_url):
+        # Embedded SQLite: read and encode on the event loop (~3 ms per 1,000 candles). The
+        # sqlite3 module drops and retakes the GIL on every row, so in a worker thread each
+        # row waited on the event loop's thread: 16 clients got 116-132 req/s, inline 310.
+        return _candles_response(sessions, settings, query)
     return await anyio.to_thread.run_sync(
         _candles_response, sessions, settings, query, limiter=db_limiter(request.app)
     )
