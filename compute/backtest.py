@@ -250,6 +250,7 @@ def run_backtest(
     *,
     funding_rate: npt.ArrayLike | None = None,
     regimes: dict[str, npt.ArrayLike] | None = None,
+    hold_from_start: bool = False,
 ) -> BacktestResult:
     """Backtest one series of candles against target positions (decided at each close).
 
@@ -260,6 +261,12 @@ def run_backtest(
     of :mod:`compute.labels`, -1 missing); when omitted they are computed with the default
     :func:`compute.regimes.vol_regime` and :func:`compute.regimes.trend`. Raises
     :class:`~compute.errors.InputDataError` / :class:`~compute.errors.SpecError` on bad input.
+
+    ``hold_from_start`` is for positions known before the data (buy-and-hold, a given
+    position series), never for a signal computed from bar 0: the first target is entered at
+    ``close[0]``, the start of the test (bar 0 counts as a bar that opens at its close, so it
+    earns nothing), and bar ``t >= 1`` then earns ``close[t] / close[t - 1]`` exactly, the
+    textbook close-to-close series.
     """
     require_x64()
     if not isinstance(config, BacktestConfig):
@@ -272,6 +279,10 @@ def run_backtest(
         raise InputDataError(f"need at least 2 candles to backtest, got {length}")
     w_decided = _weights(target, c, config)
     w_exec = np.concatenate([[0.0], w_decided[:-1]])  # decided at t - 1, executed at open[t]
+    if hold_from_start:
+        o = o.copy()
+        o[0] = c[0]  # the test starts at the first close: the entry fills there
+        w_exec[0] = w_decided[0]
     slip = _slippage(h, lo, c, config)
     worst = float(np.abs(w_exec).max() * (config.fee_bps * BPS + slip.max()))
     if worst >= 0.5:

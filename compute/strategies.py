@@ -80,6 +80,11 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
+#: strategies whose position is known before the data: held from the first close
+#: (``run_backtest(..., hold_from_start=True)``), so buy-and-hold earns close-to-close.
+HELD_FROM_START = frozenset({"buy_and_hold"})
+
+
 def describe() -> str:
     """One line per strategy: name, parameters with defaults and ranges."""
     return "\n".join(
@@ -161,6 +166,7 @@ def positions(
 
 
 __all__ = [
+    "HELD_FROM_START",
     "STRATEGIES",
     "Strategy",
     "StrategyError",

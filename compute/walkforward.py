@@ -31,7 +31,7 @@ import numpy as np
 from compute.backtest import MIN_REGIME_BARS, MIN_REGIME_TRADES, BacktestConfig, run_backtest
 from compute.errors import InputDataError, SpecError
 from compute.metrics import return_metrics, returns_from_equity
-from compute.strategies import positions, validate_strategy
+from compute.strategies import HELD_FROM_START, positions, validate_strategy
 
 OBJECTIVES = ("sharpe", "calmar", "total_return", "sortino")
 MAX_FOLDS = 200
@@ -113,6 +113,7 @@ def _run(
         w["ts"], w["open"], w["high"], w["low"], w["close"], pos, config,
         funding_rate=None if funding is None else funding[lo:hi],
         regimes=None if regimes is None else {k: np.asarray(v)[lo:hi] for k, v in regimes.items()},
+        hold_from_start=strategy in HELD_FROM_START,
     )  # fmt: skip
 
 

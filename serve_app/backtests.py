@@ -329,6 +329,7 @@ def run_engine(data: SeriesData, strategy: str, params: dict[str, Any], config: 
             target,
             config,
             funding_rate=data.funding,
+            hold_from_start=strategy in strategies.HELD_FROM_START,
         )
     except ComputeError as exc:
         raise ApiError(422, "data_integrity", f"the stored data cannot be used: {exc}") from None

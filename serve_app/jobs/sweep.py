@@ -148,6 +148,7 @@ def _grid_rows(data: Any, unit: Unit, config: Any) -> list[dict[str, Any]]:
             config,
             funding_rate=data.funding,
             regimes=labels,
+            hold_from_start=unit.strategy in strategies.HELD_FROM_START,
         )
         rows.append(_row(unit, params, result.metrics))
     return rows

@@ -298,7 +298,7 @@ def test_zero_cost_buy_and_hold_reproduces_textbook_metrics(name: str) -> None:
     if folder is None:
         pytest.skip("real-data folder ../shared/data is absent")
     frame = pd.read_csv(folder / name).iloc[:-1]  # the last bar is still open (SOURCES.md)
-    ts = pd.to_datetime(frame["timestamp"], utc=True).astype("int64") // 10**9
+    ts = pd.to_datetime(frame["timestamp"], utc=True).dt.as_unit("s").astype("int64")
     o, h, lo, c = (frame[k].to_numpy(float) for k in ("open", "high", "low", "close"))
     n = len(frame)
     res = run_backtest(
@@ -310,20 +310,18 @@ def test_zero_cost_buy_and_hold_reproduces_textbook_metrics(name: str) -> None:
         np.ones(n),
         BacktestConfig(periods_per_year=365),
         regimes={"vol": np.zeros(n, np.int8), "trend": np.zeros(n, np.int8)},
+        hold_from_start=True,
     )
+    # held from the first close: every bar after it earns exactly close-to-close
+    close_to_close = frame["close"].pct_change().iloc[1:].reset_index(drop=True)
     strat = pd.Series(res.equity["returns"][1:])
-    # held from bar 1's open: bar 1 earns close/open, every later bar exactly close-to-close
-    close_to_close = frame["close"].pct_change().iloc[2:].reset_index(drop=True)
-    np.testing.assert_allclose(strat.iloc[1:], close_to_close, rtol=1e-12, atol=1e-15)
-    assert strat.iloc[0] == pytest.approx(c[1] / o[1] - 1, rel=1e-12)
-    textbook = _textbook(
-        pd.concat([pd.Series([c[1] / o[1] - 1]), close_to_close], ignore_index=True), 365
-    )
-    for key, value in textbook.items():
+    np.testing.assert_allclose(strat, close_to_close, rtol=1e-12, atol=1e-15)
+    for key, value in _textbook(close_to_close, 365).items():
         assert res.metrics[key] == pytest.approx(value, rel=1e-9), key
     assert res.metrics["exposure"] == 1.0 and res.metrics["trades"] == 1
     assert res.metrics["open_trades"] == 1 and res.metrics["win_rate"] is None
-    assert res.trades[0]["pnl"] == pytest.approx(c[-1] / o[1] - 1, rel=1e-10)
+    assert res.trades[0]["entry_price"] == c[0] and res.trades[0]["entry_ts"] == ts.iloc[0]
+    assert res.trades[0]["pnl"] == pytest.approx(c[-1] / c[0] - 1, rel=1e-10)
 
 
 # --- bad input -----------------------------------------------------------------------------

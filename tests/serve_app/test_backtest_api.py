@@ -177,15 +177,15 @@ def test_buy_and_hold_matches_hand_computation_with_funding(
     )
     assert r.status_code == 200, r.text
     out = r.json()
-    units = 1.0 / OPEN[1]  # all in at bar 1's open (the signal of bar 0)
+    units = 1.0 / CLOSE[0]  # buy-and-hold: all in at the first close, the start of the test
     bar_of = (settle - T0) // HOUR - 1  # the bar whose close is at the settlement
     funding = float(np.sum(rates * units * CLOSE[bar_of]))
     assert out["metrics"]["funding_paid"] == pytest.approx(funding, rel=1e-12)
     assert out["used"]["data"]["funding_rows"] == len(settle)
-    # equity before funding is close / open[1]; funding is paid in cash along the way
+    # equity before funding is close / close[0]; funding is paid in cash along the way
     paid = np.zeros(N)
     np.add.at(paid, bar_of, rates * units * CLOSE[bar_of])
-    expected = np.r_[1.0, units * CLOSE[1:] + 0.0] - np.cumsum(paid)
+    expected = units * CLOSE - np.cumsum(paid)
     got = np.array(out["equity"]["equity"])
     assert out["equity"]["stride"] == 1 and len(got) == N
     np.testing.assert_allclose(got, expected, rtol=1e-12)
