@@ -227,15 +227,22 @@ class EquityOut(_Out):
     stride: int = Field(description="every stride-th point is shown (1: all of them)")
 
 
-class BacktestRunResponse(_Out):
-    """A completed backtest, recorded in the registry under ``run_id``."""
+class _RunHeaderOut(_Out):
+    """What every completed run's response starts with."""
 
     run_id: str = Field(description="registry id (GET /backtest/runs/{run_id})")
-    kind: str = Field(description="backtest")
+    kind: str = Field(description="backtest or walkforward")
     created_at: str = Field(description="when the run was recorded, ISO-8601 UTC")
     created_at_unix: int = Field(description="when the run was recorded, unix seconds")
     duration_s: float = Field(description="wall seconds the run took")
-    used: UsedOut = Field(description="what the run used")
+    used: UsedOut = Field(
+        description="what the run used (for walk-forward, params are the fixed ones)"
+    )
+
+
+class BacktestRunResponse(_RunHeaderOut):
+    """A completed backtest, recorded in the registry under ``run_id``."""
+
     metrics: dict[str, Any] = Field(
         description="summary metrics (docs/api.md); times as *_ts (ISO) and *_ts_unix"
     )
@@ -342,15 +349,9 @@ class RerunResponse(_Out):
     trades_identical: bool = Field(description="the stored trade lists are equal")
 
 
-class WalkForwardResponse(_Out):
+class WalkForwardResponse(_RunHeaderOut):
     """Walk-forward validation of one strategy on one series, recorded under ``run_id``."""
 
-    run_id: str = Field(description="registry id")
-    kind: str = Field(description="walkforward")
-    created_at: str = Field(description="ISO-8601 UTC")
-    created_at_unix: int = Field(description="unix seconds")
-    duration_s: float = Field(description="wall seconds")
-    used: UsedOut = Field(description="what the run used (params: the fixed ones)")
     grid_size: int = Field(description="parameter sets evaluated per fold")
     folds: list[dict[str, Any]] = Field(
         description="per fold: train/test ranges (bars, ISO + unix), chosen parameters, "
