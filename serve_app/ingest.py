@@ -7,6 +7,7 @@ The supervisor is a detached named Ray actor (``ingestion.supervisor``); every r
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from serve_app.settings import Settings, ingest_config
@@ -79,3 +80,8 @@ def stop_supervisor(timeout_s: float = 60.0) -> dict[str, Any] | None:
         return status
     finally:
         ray.kill(actor, no_restart=True)
+        # ray.kill is asynchronous: until the name is released, a get-or-create (a restart,
+        # the next `squall up`) would be handed the stopped actor instead of a new one.
+        deadline = time.monotonic() + 10.0
+        while find() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)

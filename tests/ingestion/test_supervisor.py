@@ -7,6 +7,7 @@ after catching up, a series holds every closed bar from the backfill start to no
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -65,6 +66,12 @@ def stored_ts(database_url: str, coin: str, interval: str) -> list[int]:
         engine.dispose()
 
 
+def unique(prefix: str) -> str:
+    """A fresh actor name: ``ray.kill`` releases a name asynchronously, so the next test
+    (the other database) must not get-or-create the previous test's dying actor."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
 def stop(actor: Any) -> None:
     ray.get(actor.stop.remote(), timeout=60)
     ray.kill(actor, no_restart=True)
@@ -72,9 +79,10 @@ def stop(actor: Any) -> None:
 
 def test_catches_up_reports_and_stops(ray_runtime: None, database_url: str) -> None:
     cfg = config(database_url)
-    actor = get_or_create(cfg, name="sup-catchup")
+    name = unique("sup-catchup")
+    actor = get_or_create(cfg, name=name)
     try:
-        assert get_or_create(cfg, name="sup-catchup")._actor_id == actor._actor_id  # one only
+        assert get_or_create(cfg, name=name)._actor_id == actor._actor_id  # one only
         expected = closed_bars(3600, 4 * 86400, time.time())
         wait_for(
             lambda: stored_ts(database_url, "BTC", "1h")[-1:] >= expected[-1:],
@@ -112,7 +120,7 @@ def test_repeated_kills_mid_write_lose_and_duplicate_nothing(
     ray_runtime: None, database_url: str
 ) -> None:
     cfg = config(database_url, intervals=("1m",), backfill_days=20.0)  # 28,800 bars to write
-    actor = get_or_create(cfg, name="sup-kill")
+    actor = get_or_create(cfg, name=unique("sup-kill"))
     try:
         for _ in range(4):
             time.sleep(1.5)
@@ -135,8 +143,8 @@ def test_two_supervisors_one_database_exactly_one_writes(
     ray_runtime: None, database_url: str
 ) -> None:
     cfg = config(database_url, standby_retry_s=0.5)
-    first = get_or_create(cfg, name="sup-a")
-    second = get_or_create(cfg, name="sup-b")
+    first = get_or_create(cfg, name=unique("sup-a"))
+    second = get_or_create(cfg, name=unique("sup-b"))
     try:
 
         def roles() -> list[str]:
