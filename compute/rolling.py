@@ -44,17 +44,22 @@ def _from_seed_step(
     return (y,), (y,)
 
 
-_ema_from_seed = recurrence(_from_seed_init, _from_seed_step, n_inputs=1, n_outputs=1)
+EMA_FROM_SEED = recurrence(_from_seed_init, _from_seed_step, n_inputs=1, n_outputs=1, n_params=3)
 
 
 def ema_from_seed(
     x: Array, alpha: Array | float, seed: Array | float, seed_at: Array | int
 ) -> Array:
     """NaN before ``seed_at``; ``seed`` there; then ``y[t] = y[t-1] + alpha * (x[t] - y[t-1])``."""
-    (y,) = _ema_from_seed(
-        x, jnp.asarray(alpha, F64), jnp.asarray(seed, F64), jnp.asarray(seed_at, F64)
-    )
+    (y,) = EMA_FROM_SEED(*ema_from_seed_args(x, alpha, seed, seed_at))
     return y
+
+
+def ema_from_seed_args(
+    x: Array, alpha: Array | float, seed: Array | float, seed_at: Array | int
+) -> tuple[Array, Array, Array, Array]:
+    """The arguments of :data:`EMA_FROM_SEED` for :func:`ema_from_seed` (to fuse loops)."""
+    return x, jnp.asarray(alpha, F64), jnp.asarray(seed, F64), jnp.asarray(seed_at, F64)
 
 
 def _piece_sizes(w: int) -> tuple[int, int, int]:
@@ -142,9 +147,18 @@ def seeded_ema(x: Array, alpha: Array | float, n: Array | int, start: Array | in
     ``n`` steps before the recursion: the recursion body then carries one value per series,
     which XLA:CPU runs several times faster than a body that also accumulates the seed.
     """
-    length = x.shape[0]
-    if length == 0:
+    if x.shape[0] == 0:
         return x
+    (y,) = EMA_FROM_SEED(*seeded_ema_args(x, alpha, n, start))
+    return y
+
+
+def seeded_ema_args(
+    x: Array, alpha: Array | float, n: Array | int, start: Array | int = 0
+) -> tuple[Array, Array, Array, Array]:
+    """The :data:`EMA_FROM_SEED` arguments of :func:`seeded_ema` (``x`` not empty), so that
+    the recursion can share a loop with others (:func:`compute.batching.run_fused`)."""
+    length = x.shape[0]
     n, start = jnp.asarray(n), jnp.asarray(start)
     anchor = x[jnp.clip(start, 0, length - 1)]
 
@@ -152,7 +166,7 @@ def seeded_ema(x: Array, alpha: Array | float, n: Array | int, start: Array | in
         return acc + (x[jnp.clip(start + i, 0, length - 1)] - anchor)
 
     seed = anchor + lax.fori_loop(0, n, add, jnp.zeros((), F64)) / n
-    return ema_from_seed(x, alpha, seed, start + n - 1)
+    return ema_from_seed_args(x, alpha, seed, start + n - 1)
 
 
 def seeded_ew_moments(y: Array, *, n: int, start: int) -> tuple[Array, Array]:
@@ -164,16 +178,26 @@ def seeded_ew_moments(y: Array, *, n: int, start: int) -> tuple[Array, Array]:
     (var[t-1] + alpha d**2)``, the standard EW variance recursion, evaluated as the EMA
     ``var[t-1] + alpha ((1 - alpha) d**2 - var[t-1])``. NaN before ``s``.
     """
+    mean = seeded_ema(y, 2.0 / (n + 1.0), n, start)
+    args = ew_variance_args(y, mean, n=n, start=start)
+    if args is None:
+        return mean, jnp.full(y.shape, NAN, F64)
+    return mean, ema_from_seed(*args)
+
+
+def ew_variance_args(
+    y: Array, mean: Array, *, n: int, start: int
+) -> tuple[Array, Array, Array, Array] | None:
+    """The :data:`EMA_FROM_SEED` arguments of the variance of :func:`seeded_ew_moments`, given
+    its mean; ``None`` when the series is too short for the seed (the variance is all NaN)."""
     alpha = 2.0 / (n + 1.0)
     seed_at = start + n - 1
-    mean = seeded_ema(y, alpha, n, start)
-    total = y.shape[0]
-    if seed_at >= total:
-        return mean, jnp.full((total,), NAN, F64)
+    if seed_at >= y.shape[0]:
+        return None
     seed = y[start : seed_at + 1] - y[seed_at]  # the seed window, as deviations (exact)
     seed_var = jnp.mean((seed - jnp.mean(seed)) ** 2)
     d = y - lag(mean, 1)
-    return mean, ema_from_seed((1.0 - alpha) * d * d, alpha, seed_var, seed_at)
+    return ema_from_seed_args((1.0 - alpha) * d * d, alpha, seed_var, seed_at)
 
 
 def window_sums(x: Array, w: int) -> Array:
@@ -220,7 +244,7 @@ def _session_step(
     return (sv, sw), (jnp.where(sw > 0.0, sv / jnp.where(sw > 0.0, sw, 1.0), NAN),)
 
 
-_session = recurrence(_session_init, _session_step, n_inputs=3, n_outputs=1)
+SESSION_RATIO = recurrence(_session_init, _session_step, n_inputs=3, n_outputs=1, n_params=0)
 
 
 def session_ratio(values: Array, weights: Array, new_session: Array) -> Array:
@@ -230,8 +254,15 @@ def session_ratio(values: Array, weights: Array, new_session: Array) -> Array:
     ``new_session`` is a 0/1 float flag (so it batches and pads like a series); the first bar
     always opens a session. The ratio is taken inside the recursion, so one series comes out.
     """
-    (ratio,) = _session(values, weights, jnp.asarray(new_session, F64))
+    (ratio,) = SESSION_RATIO(*session_ratio_args(values, weights, new_session))
     return ratio
+
+
+def session_ratio_args(
+    values: Array, weights: Array, new_session: Array
+) -> tuple[Array, Array, Array]:
+    """The :data:`SESSION_RATIO` arguments of :func:`session_ratio`."""
+    return values, weights, jnp.asarray(new_session, F64)
 
 
 def lag(x: Array, k: int, fill: float = NAN) -> Array:

@@ -8,8 +8,19 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from compute import reference as ref
+from compute.batching import fusion_groups, run_fused
 from compute.jaxconf import jax, jnp
-from compute.rolling import seeded_ema, window_moments, window_sums
+from compute.rolling import (
+    EMA_FROM_SEED,
+    SESSION_RATIO,
+    seeded_ema,
+    seeded_ema_args,
+    session_ratio,
+    session_ratio_args,
+    window_moments,
+    window_sums,
+)
 
 
 def exact_window_var(x: np.ndarray, w: int) -> np.ndarray:
@@ -74,3 +85,47 @@ def test_long_windows_keep_their_barrier() -> None:
     # or the pieces are recomputed per read (O(w) per bar again).
     text = jax.jit(lambda s: window_moments(s, 200)).lower(jnp.ones(1000)).compile().as_text()
     assert text.count(" while(") >= 1
+
+
+def test_fused_recursions_equal_one_loop_each_bitwise() -> None:
+    rng = np.random.default_rng(5)
+    x = 60_000 * np.exp(np.cumsum(rng.normal(0, 0.01, (3, 300)), axis=1))
+    v = rng.lognormal(0.0, 1.0, (3, 300))
+    flags = (np.arange(300) % 24 == 0).astype(float)
+
+    def separate(c: jax.Array, w: jax.Array) -> tuple[jax.Array, ...]:
+        return (
+            seeded_ema(c, 2 / 11, 10, 0),
+            seeded_ema(w, 1 / 7, 7, 3),
+            session_ratio(c * w, w, jnp.asarray(flags)),
+        )
+
+    def fused(c: jax.Array, w: jax.Array) -> tuple[jax.Array, ...]:
+        (a,), (b,), (s,) = run_fused(
+            [
+                (EMA_FROM_SEED, seeded_ema_args(c, 2 / 11, 10, 0)),
+                (EMA_FROM_SEED, seeded_ema_args(w, 1 / 7, 7, 3)),
+                (SESSION_RATIO, session_ratio_args(c * w, w, jnp.asarray(flags))),
+            ]
+        )
+        return a, b, s
+
+    xs, vs = jnp.asarray(x), jnp.asarray(v)
+    want = [np.asarray(o) for o in jax.jit(jax.vmap(separate))(xs, vs)]
+    got = [np.asarray(o) for o in jax.jit(jax.vmap(fused))(xs, vs)]  # the time-major loop
+    one = [np.asarray(o) for o in jax.jit(fused)(xs[1], vs[1])]  # the unbatched scan
+    for w_, g_, o_ in zip(want, got, one, strict=True):
+        np.testing.assert_array_equal(g_, w_)
+        np.testing.assert_array_equal(o_, w_[1])
+    # the reference: the 7-bar Wilder EMA of v seeded at bar 3 + 7 - 1
+    np.testing.assert_allclose(want[1][0], ref.seeded_ema(v[0], 1 / 7, 7, 3), rtol=1e-12)
+
+
+def test_fusion_groups_respect_the_budget() -> None:
+    ema, session = EMA_FROM_SEED, SESSION_RATIO  # 2 and 4 values per series and step
+    recs = [ema, ema, ema, session, ema, ema]
+    assert fusion_groups(recs, series=2, budget=12) == [[0, 1, 2], [3, 4], [5]]
+    assert fusion_groups(recs, series=1, budget=12) == [[0, 1, 2, 3, 4], [5]]
+    # many series per call: every recursion fills a loop on its own
+    assert fusion_groups(recs, series=64, budget=12) == [[i] for i in range(6)]
+    assert fusion_groups([], series=2) == []
