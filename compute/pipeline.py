@@ -27,12 +27,21 @@ from compute import inputs
 from compute import reference as ref
 from compute import regimes as reg
 from compute import signals as sig
-from compute.batching import over_series
+from compute.batching import Recurrence, fusion_groups, over_series, run_fused
 from compute.errors import InputDataError, SpecError
 from compute.jaxconf import jax, jnp, require_x64
 from compute.labels import GATE_LOOKBACK, GATE_N, GATE_Z
 from compute.registry import Request, parse_indicator_spec, required_inputs
-from compute.rolling import seeded_ew_moments, window_moments, window_sums
+from compute.rolling import (
+    EMA_FROM_SEED,
+    SESSION_RATIO,
+    ew_variance_args,
+    seeded_ema_args,
+    seeded_ew_moments,
+    session_ratio_args,
+    window_moments,
+    window_sums,
+)
 
 Array = jax.Array
 Spec = str | Iterable[Request]
@@ -43,6 +52,60 @@ _moments = over_series(window_moments)
 _ew_moments = over_series(seeded_ew_moments)
 _sums = over_series(window_sums)
 _macd_signal = over_series(ind.macd_signal_1d)
+_ema_args = over_series(seeded_ema_args)
+_session_args = over_series(session_ratio_args)
+_ew_variance_args = over_series(ew_variance_args)
+_gains_losses = over_series(ind.gains_losses)
+_true_range = over_series(ind.true_range_1d)
+_typical_price = over_series(ind.typical_price_1d)
+
+
+def _fused_over_series(
+    jobs: list[tuple[Recurrence, tuple[Array, ...]]],
+) -> list[tuple[Array, ...]]:
+    """:func:`compute.batching.run_fused` over ``(K, ...)`` arguments (series on axis 0)."""
+    sizes = [len(args) for _, args in jobs]
+    flat = [a for _, args in jobs for a in args]
+
+    def one(*args: Array) -> list[tuple[Array, ...]]:
+        calls, i = [], 0
+        for (rec, _), size in zip(jobs, sizes, strict=True):
+            calls.append((rec, tuple(args[i : i + size])))
+            i += size
+        return run_fused(calls)
+
+    return jax.vmap(one)(*flat)
+
+
+def _recursions(r: Request) -> list[tuple[tuple[Any, ...], bool]]:
+    """The recursions a request reads, as (memo key, reads another recursion's output)."""
+    p, name = r.params, r.spec.name
+    n = int(p.get("n", 0))
+    keys: list[tuple[tuple[Any, ...], bool]] = []
+    if p.get("vol_gate"):
+        keys += [(("ew_mean", GATE_N, GATE_LOOKBACK), False)]
+        keys += [(("ew_var", GATE_N, GATE_LOOKBACK), True)]
+    if name == "ema":
+        keys.append((("ema", n), False))
+    elif name in ("rsi", "rsi_mr"):
+        keys += [(("gain", n), False), (("loss", n), False)]
+    elif name in ("macd", "ema_cross"):
+        f, s = int(p["fast"]), int(p["slow"])
+        keys += [(("ema", f), False), (("ema", s), False)]
+        if name == "macd":
+            keys.append((("macd_signal", f, s, int(p["signal"])), True))
+    elif name == "atr":
+        keys.append((("atr", n), False))
+    elif name == "trend":
+        keys += [(("ema", n), False), (("atr", int(p["atr_n"])), False)]
+    elif name == "svwap":
+        keys.append((("svwap",), False))
+    elif name == "vreg":
+        lookback = int(p["lookback"])
+        keys += [(("ew_mean", n, lookback), False), (("ew_var", n, lookback), True)]
+    return keys
+
+
 _log_returns = over_series(ind.log_returns_1d)
 _simple_returns = over_series(ind.simple_returns_1d)
 
@@ -79,13 +142,102 @@ class _Graph:
         m2 = self._get(("logret_m2", n), lambda: _moments(self.logret(), w=n)[1])
         return self._get(("rvol", n, ppy), lambda: reg.realized_vol_from(m2, ppy, n))
 
+    def ew_moments(self, n: int, lookback: int) -> tuple[Array, Array]:
+        """EW mean and variance of realized vol(n): the baseline of the vol regime."""
+        return self._get(
+            ("ew_moments", n, lookback),
+            lambda: _ew_moments(self.rvol(n, 1.0), n=lookback, start=n),
+        )
+
     def vreg(self, n: int, lookback: int, z: float) -> Array:
         def make() -> Array:
-            rv = self.rvol(n, 1.0)
-            mean, var = _ew_moments(rv, n=lookback, start=n)
-            return reg.vol_regime_label(rv, mean, var, z)
+            mean, var = self.ew_moments(n, lookback)
+            return reg.vol_regime_label(self.rvol(n, 1.0), mean, var, z)
 
         return self._get(("vreg", n, lookback, z), make)
+
+    def prefetch(self, requests: Iterable[Request]) -> None:
+        """Compute every recursion ``requests`` need in shared loops, into the memo.
+
+        A recursion costs one loop over time; XLA:CPU runs a loop carrying a few recursions
+        of a few series at about the cost of one (:func:`compute.batching.run_fused`), so
+        the EMAs, Wilder smoothings, session sums and EW means are grouped into as few loops
+        as stay compiled as one function, then the recursions that read their results (the
+        MACD signal, the EW variance). The memo then serves them; results are bitwise those
+        of the one-by-one methods.
+        """
+        first: dict[tuple[Any, ...], None] = {}
+        second: dict[tuple[Any, ...], None] = {}
+        for r in requests:
+            for key, later in _recursions(r):
+                (second if later else first)[key] = None
+        self._run_fused(list(first))
+        self._run_fused(list(second))
+
+    def _job(self, key: tuple[Any, ...]) -> tuple[Recurrence, tuple[Array, ...]] | None:
+        """The recursion behind a memo key and its batched arguments (None: nothing to do)."""
+        x, kind = self.x, key[0]
+        if key in self.memo:
+            return None
+        if kind == "ema":
+            n = key[1]
+            return EMA_FROM_SEED, _ema_args(x["close"], 2.0 / (n + 1.0), n, 0)
+        if kind in ("gain", "loss"):
+            n = key[1]
+            up, down = _gains_losses(x["close"])
+            return EMA_FROM_SEED, _ema_args(up if kind == "gain" else down, 1.0 / n, n, 1)
+        if kind == "atr":
+            n = key[1]
+            tr = _true_range(x["high"], x["low"], x["close"])
+            return EMA_FROM_SEED, _ema_args(tr, 1.0 / n, n, 1)
+        if kind == "svwap":
+            tp = _typical_price(x["high"], x["low"], x["close"])
+            return SESSION_RATIO, _session_args(tp * x["volume"], x["volume"], x["starts"])
+        if kind == "ew_mean":
+            n, lookback = key[1], key[2]
+            return EMA_FROM_SEED, _ema_args(self.rvol(n, 1.0), 2.0 / (lookback + 1.0), lookback, n)
+        if kind == "ew_var":
+            n, lookback = key[1], key[2]
+            mean = self.memo[("ew_mean", n, lookback)]
+            args = _ew_variance_args(self.rvol(n, 1.0), mean, n=lookback, start=n)
+            return None if args is None else (EMA_FROM_SEED, args)
+        if kind == "macd_signal":
+            f, sl, k = key[1:]
+            line = self.ema(f) - self.ema(sl)
+            return EMA_FROM_SEED, _ema_args(line, 2.0 / (k + 1.0), k, max(f, sl) - 1)
+        raise NotImplementedError(key)  # pragma: no cover - _recursions and this table agree
+
+    def _run_fused(self, keys: list[tuple[Any, ...]]) -> None:
+        jobs = [(key, job) for key in keys if (job := self._job(key)) is not None]
+        series = self.x["close"].shape[0]
+        for group in fusion_groups([rec for _, (rec, _) in jobs], series):
+            chosen = [jobs[i] for i in group]
+            outputs = _fused_over_series([job for _, job in chosen])
+            for (key, _), out in zip(chosen, outputs, strict=True):
+                self.memo[key] = out[0]
+        self._publish()
+
+    def _publish(self) -> None:
+        """Memo entries the methods look up, from the fused recursions' raw outputs."""
+        memo = self.memo
+        for key in list(memo):
+            kind = key[0]
+            if kind == "gain" and ("rsi", key[1]) not in memo:
+                memo[("rsi", key[1])] = ind.rsi_from(memo[key], memo[("loss", key[1])])
+            elif kind == "ew_var" and ("ew_moments", *key[1:]) not in memo:
+                memo[("ew_moments", *key[1:])] = (memo[("ew_mean", *key[1:])], memo[key])
+
+    def macd_signal(self, fast: int, slow: int, signal: int) -> Array:
+        def make() -> Array:
+            line = self.ema(fast) - self.ema(slow)
+            return _macd_signal(line, signal, max(fast, slow) - 1)
+
+        return self._get(("macd_signal", fast, slow, signal), make)
+
+    def svwap(self) -> Array:
+        x = self.x
+        h, lo, c, v = x["high"], x["low"], x["close"], x["volume"]
+        return self._get(("svwap",), lambda: ind.batched.vwap_session(h, lo, c, v, x["starts"]))
 
     def gate(self, position: Array, vol_gate: float) -> Array:
         if not vol_gate:
@@ -106,7 +258,7 @@ def _evaluate_one(g: _Graph, r: Request) -> dict[str, Array]:
     if name == "macd":
         f, s, k = int(p["fast"]), int(p["slow"]), int(p["signal"])
         line = g.ema(f) - g.ema(s)
-        signal = _macd_signal(line, k, max(f, s) - 1)
+        signal = g.macd_signal(f, s, k)
         return {"macd": line, "macd_signal": signal, "macd_hist": line - signal}
     if name == "atr":
         return {"atr": g.atr(n)}
@@ -121,11 +273,7 @@ def _evaluate_one(g: _Graph, r: Request) -> dict[str, Array]:
         pv = _sums(ind.typical_price_1d(x["high"], x["low"], x["close"]) * x["volume"], w=n)
         return {"vwap": ind.ratio_or_nan(pv, _sums(x["volume"], w=n))}
     if name == "svwap":
-        return {
-            "svwap": ind.batched.vwap_session(
-                x["high"], x["low"], x["close"], x["volume"], x["starts"]
-            )
-        }
+        return {"svwap": g.svwap()}
     if name == "ret":
         return {"ret": _simple_returns(x["close"])}
     if name == "logret":
@@ -160,20 +308,26 @@ def _evaluate_one(g: _Graph, r: Request) -> dict[str, Array]:
 
 def _valid(arrays: Mapping[str, Array]) -> Array:
     """True when the inputs honour the contract of :mod:`compute.inputs` (finite, prices > 0,
-    volume >= 0, low <= close <= high). Checked here, where the data are read anyway; the
-    caller words the error with NumPy when it is False."""
-    ok = jnp.asarray(True)
+    volume >= 0, low <= close <= high). Checked here, where the data are read anyway, as one
+    elementwise condition and one reduction (NaN fails every comparison, so ``0 < x < inf``
+    is "finite and positive"); the caller words the error with NumPy when it is False."""
+    inf = jnp.inf
+    ok: Array | None = None
+
+    def both(a: Array | None, b: Array) -> Array:
+        return b if a is None else a & b
+
     for name, x in arrays.items():
         if name in ("high", "low", "close"):
-            ok = ok & jnp.all(jnp.isfinite(x) & (x > 0.0))
+            ok = both(ok, (x > 0.0) & (x < inf))
         elif name == "volume":
-            ok = ok & jnp.all(jnp.isfinite(x) & (x >= 0.0))
+            ok = both(ok, (x >= 0.0) & (x < inf))
     if "high" in arrays and "low" in arrays:
         h, lo = arrays["high"], arrays["low"]
-        ok = ok & jnp.all(lo <= h)
+        ok = both(ok, lo <= h)
         if "close" in arrays:
-            ok = ok & jnp.all((arrays["close"] <= h) & (arrays["close"] >= lo))
-    return ok
+            ok = both(ok, (arrays["close"] <= h) & (arrays["close"] >= lo))
+    return jnp.asarray(True) if ok is None else jnp.all(ok)
 
 
 def _evaluate(
@@ -182,6 +336,7 @@ def _evaluate(
     if "starts" in arrays:  # one (T,) flag row shared by every series
         arrays = {**arrays, "starts": jnp.broadcast_to(arrays["starts"], arrays["close"].shape)}
     g = _Graph(arrays)
+    g.prefetch(requests)
     out: dict[str, Array] = {}
     for r in requests:
         for output, value in _evaluate_one(g, r).items():

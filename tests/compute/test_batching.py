@@ -113,3 +113,18 @@ def test_one_compilation_per_shape() -> None:
 def test_x64_is_on() -> None:
     assert jnp.asarray(1.0).dtype == jnp.float64
     assert compute_indicators("ema:3", close=np.arange(1.0, 10))["ema_3"].dtype == np.float64
+
+
+def test_pipeline_shared_loops_equal_the_single_kernels_bitwise() -> None:
+    # The pipeline runs its recursions several to a loop (compute.batching.run_fused); each
+    # public kernel runs its own. Same steps in the same order: the same bits.
+    stacked, _ = batch()
+    h, lo, c, v, ts = (stacked[k] for k in ("high", "low", "close", "volume", "ts"))
+    spec = "ema:10,rsi:7,macd:5:10:4,atr:7,svwap,trend:10:7:3:0.1,vreg:5:20"
+    out = compute_indicators(spec, **stacked)
+    np.testing.assert_array_equal(out["ema_10"], ind.ema(c, 10))
+    np.testing.assert_array_equal(out["rsi_7"], ind.rsi(c, 7))
+    np.testing.assert_array_equal(out["atr_7"], ind.atr(h, lo, c, 7))
+    np.testing.assert_array_equal(out["macd_signal_5_10_4"], ind.macd(c, 5, 10, 4)[1])
+    np.testing.assert_array_equal(out["svwap"], ind.vwap_session(h, lo, c, v, ts))
+    np.testing.assert_array_equal(out["vreg_5_20_0.6745"], reg.vol_regime(c, 5, 20))
