@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from compute import inputs
+from compute import fastmath, inputs
 from compute.batching import over_series
 from compute.jaxconf import NAN, jax, jnp
 from compute.rolling import lag, seeded_ema, session_ratio, window_moments, window_sums
@@ -155,7 +155,7 @@ def simple_returns_1d(close: Array) -> Array:
 
 def log_returns_1d(close: Array) -> Array:
     """``log(close[t] / close[t-1])``; NaN on the first bar."""
-    return jnp.log(close / lag(close, 1))
+    return fastmath.log(close / lag(close, 1))
 
 
 # --- batched kernels over (K, T) ----------------------------------------------------------
