@@ -22,11 +22,13 @@ The run checks that the implementations agree (JAX vs reference, JAX vs pandas w
 definitions coincide) and prints ratios measured in this run. Target: JAX >= 5x pandas on the
 50-coin batch.
 
-The allocator (``--malloc``): by default the process runs with glibc tuned like a worker
-would be (``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_`` large, set with
-``mallopt``): XLA:CPU allocates fresh buffers on every call, and with glibc's defaults each
-large one is a new mmap that page-faults on first touch. ``--malloc default`` measures without.
-Everything in the process, pandas included, runs under the same setting.
+The allocator (``--malloc``): by default the benchmark re-executes itself with the glibc
+tunables of :mod:`serve_app.allocator` (one arena, no mmap, no trimming, huge pages), the
+settings a kernel-running worker gets: XLA:CPU allocates fresh buffers on every call, and with
+glibc's defaults every large one page-faults its memory in again. ``--malloc default``
+measures without (unless ``GLIBC_TUNABLES`` is already set). Everything in the process, pandas
+included, runs under the same setting. A ``GLIBC_TUNABLES`` already in the environment wins
+over ours, name by name.
 
 Run (repository root)::
 
@@ -38,8 +40,8 @@ Run (repository root)::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +51,7 @@ import pandas as pd
 
 from compute.pipeline import compute_indicators, compute_indicators_reference
 from compute.registry import parse_indicator_spec
+from serve_app import allocator
 
 SPEC = (
     "sma:20,ema:20,rsi:14,macd:12:26:9,atr:14,bb:20:2,zscore:20,vwap:20,svwap,ret,logret,"
@@ -214,24 +217,6 @@ def check_agreement(
     ]
 
 
-def tune_malloc() -> bool:
-    """glibc: one arena, no mmap, no trimming, so freed buffers are reused without page faults.
-
-    XLA:CPU allocates a fresh temp arena and fresh output buffers on every call; with glibc's
-    defaults every large allocation is a new mmap whose pages fault in on first touch (about
-    half of the CPU time of a call here). These are the settings ``MALLOC_ARENA_MAX=1
-    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>`` would give a worker process; set here
-    before JAX starts its threads. The whole process (pandas included) runs with them.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-    ok = libc.mallopt(m_arena_max, 1) and libc.mallopt(m_mmap_max, 0)
-    return bool(ok and libc.mallopt(m_trim_threshold, 1 << 40))
-
-
 def batch_times(args: argparse.Namespace) -> tuple[float, float]:
     """Seconds for all coins, JAX (compile excluded) and pandas; data generation untimed."""
     jax_k = pd_k = 0.0
@@ -265,14 +250,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--breakdown", action="store_true", help="also time each spec item alone")
     ap.add_argument("--skip-reference", action="store_true")
     args = ap.parse_args(argv)
-    tuned = tune_malloc() if args.malloc == "tuned" else False
+    if args.malloc == "tuned":
+        allocator.reexec_with_tunables()
+    tuned = allocator.active()
     requests = parse_indicator_spec(SPEC)
     n_out = sum(len(r.spec.outputs) for r in requests)
     print(f"spec: {SPEC}")
     print(
         f"  {len(requests)} items, {n_out} output columns, {args.bars:,} 1-minute candles per coin"
     )
-    print(f"  allocator: {'tuned (one arena, no mmap, no trim)' if tuned else 'glibc defaults'}\n")
+    alloc = f"GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']}" if tuned else "glibc defaults"
+    print(f"  allocator: {alloc}\n")
 
     one = candles(0, args.bars)
 
