@@ -211,8 +211,8 @@ def step(
         new: Array = (t % params.block.astype(jnp.int32)) == 0
         if scaled:
             idx, sc = lax.cond(new, lambda: start(prng.draw(streams, t, 0)), lambda: (nxt, sc))
-        else:  # only the position goes through the cond (a carried-through buffer is copied)
-            idx = lax.cond(new, lambda: start(prng.draw(streams, t, 0))[0], lambda: nxt)
+        else:  # a select, not a cond: hashing every step is cheaper than a cond's launches
+            idx = jnp.where(new, start(prng.draw(streams, t, 0))[0], nxt)
     else:
         nxt = jnp.where(nxt >= n, 0, nxt)
         word = prng.draw(streams, t, 0)

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from compute import bootstrap, prng, regime_gen, shocks
+from compute.errors import SpecError
 from compute.jaxconf import jax, jnp, lax
 
 Array = jax.Array
@@ -49,6 +50,16 @@ UNROLL = 1
 EQ = jnp.float32  # running equity, peak and drawdown in the kernel (see _stats_step)
 COUNT = jnp.int32  # under-water counters (int16 measured slower: lane-width conversions)
 MIN_CHUNK = 1_024
+
+
+# The under-water counters and the ruin flag of a path share one int64 (one XLA fusion per
+# step instead of four; the kernel is bound by per-step fusions, measured ~1.2x faster):
+# bits 0-19 the current spell, 20-39 the total time under water, 40-59 the longest spell,
+# bit 60 ruined. 20-bit fields hold horizons up to MAX_STEPS.
+FIELD_BITS = 20
+FIELD = (1 << FIELD_BITS) - 1
+MAX_STEPS = FIELD
+_TOTAL_SHIFT, _LONGEST_SHIFT, _RUINED_SHIFT = FIELD_BITS, 2 * FIELD_BITS, 3 * FIELD_BITS
 
 
 def chunk_size(n_paths: int) -> int:
@@ -80,6 +91,10 @@ class Layout:
     gaussian: bool = False  # regime: normal innovations
     shocks: shocks.Flags = field(default_factory=shocks.Flags)
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.horizon <= MAX_STEPS:
+            raise SpecError(f"the horizon must be between 1 and {MAX_STEPS:,} steps")
+
     @property
     def fan_steps(self) -> list[int]:
         """1-based step counts after which the fan is recorded (equity after step t-1)."""
@@ -92,13 +107,13 @@ class StatParams(NamedTuple):
     ruin_level: Any  # () equity fraction; ruined if equity < it at any step
 
 
-Stats = tuple[Array, Array, Array, Array, Array, Array, Array]
+Stats = tuple[Array, Array, Array, Array]
 
 
 def _stats_init(n: int) -> Stats:
-    one, zi = jnp.ones(n, EQ), jnp.zeros(n, COUNT)
-    # equity, peak, max drawdown, current spell, longest spell, total under water, ruined
-    return one, one, jnp.zeros(n, EQ), zi, zi, zi, jnp.zeros(n, bool)
+    one = jnp.ones(n, EQ)
+    # equity, peak, max drawdown, packed counters (see FIELD_BITS)
+    return one, one, jnp.zeros(n, EQ), jnp.zeros(n, jnp.int64)
 
 
 def _stats_step(st: Stats, eq_ret: Array, ruin_level: Array) -> Stats:
@@ -107,21 +122,26 @@ def _stats_step(st: Stats, eq_ret: Array, ruin_level: Array) -> Stats:
     error of the equity after ``H`` steps is at most ``H * 6e-8`` (typically ``sqrt(H) *
     6e-8``), far below the 7.3e-4 log-equity bins the statistics are read from; the
     generated returns themselves stay float64."""
-    eq, peak, mdd, spell, longest, total, ruined = st
+    eq, peak, mdd, packed = st
     eq = eq * (1.0 + eq_ret.astype(EQ))
     peak = jnp.maximum(peak, eq)
     under = eq < peak
-    spell = jnp.where(under, spell + 1, 0).astype(COUNT)
     mdd = jnp.minimum(mdd, eq / peak - 1.0)
-    return (
-        eq,
-        peak,
-        mdd,
-        spell,
-        jnp.maximum(longest, spell),
-        total + under.astype(COUNT),
-        ruined | (eq < ruin_level.astype(EQ)),
+    spell = jnp.where(under, (packed & FIELD) + 1, 0)
+    total = ((packed >> _TOTAL_SHIFT) & FIELD) + under.astype(jnp.int64)
+    longest = jnp.maximum((packed >> _LONGEST_SHIFT) & FIELD, spell)
+    ruined = ((packed >> _RUINED_SHIFT) & 1) | (eq < ruin_level.astype(EQ)).astype(jnp.int64)
+    packed = (
+        spell | (total << _TOTAL_SHIFT) | (longest << _LONGEST_SHIFT) | (ruined << _RUINED_SHIFT)
     )
+    return eq, peak, mdd, packed
+
+
+def _unpack(packed: Array) -> tuple[Array, Array, Array]:
+    """``(total under water, longest spell, ruined)`` from the packed counters."""
+    total = ((packed >> _TOTAL_SHIFT) & FIELD).astype(COUNT)
+    longest = ((packed >> _LONGEST_SHIFT) & FIELD).astype(COUNT)
+    return total, longest, ((packed >> _RUINED_SHIFT) & 1) == 1
 
 
 def _generator(layout: Layout) -> tuple[Any, Any]:
@@ -182,7 +202,8 @@ def _chunk_outputs(
     if rest:
         carry, _ = lax.scan(no_ys, carry, full * seg + jnp.arange(rest))
         fans = jnp.concatenate([fans, _log_bin(carry[2][0], FAN_BINS)[None]])
-    eq, _, mdd, _, longest, total, ruined = carry[2]
+    eq, _, mdd, packed = carry[2]
+    total, longest, ruined = _unpack(packed)
     offsets = (jnp.arange(fans.shape[0], dtype=jnp.int32) * FAN_BINS)[:, None]
     dd_bin = jnp.clip(jnp.floor(-mdd.astype(jnp.float64) * DD_BINS), 0, DD_BINS - 1)
     return {

@@ -14,6 +14,7 @@ import pytest
 
 from compute import bootstrap, fanout, prng, regime_gen, shocks, simulate
 from compute import simulate_reference as ref
+from compute.errors import SpecError
 from tests.compute.conftest import load_candles
 
 KEY = 4242
@@ -254,3 +255,11 @@ def test_es99_and_drawdowns_on_btc_agree_with_arch_within_monte_carlo_error() ->
         q = np.percentile(dd, p)
         se = batch_se(lambda g, p=p: np.percentile(g, p), dd) * math.sqrt(2)
         assert abs(ours["max_drawdown"][f"p{p}"] - q) < 4 * se, p
+
+
+def test_horizon_fits_the_packed_counters() -> None:
+    # time under water, the longest spell and the current spell share one int64 per path
+    # (20 bits each): a longer horizon is refused before anything is compiled
+    simulate.Layout("bootstrap", simulate.MAX_STEPS, 1024, 52)
+    with pytest.raises(SpecError, match="horizon"):
+        simulate.Layout("bootstrap", simulate.MAX_STEPS + 1, 1024, 52)
