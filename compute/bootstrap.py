@@ -32,7 +32,7 @@ import numpy as np
 
 from compute import prng
 from compute.errors import InputDataError, SpecError
-from compute.jaxconf import jax, jnp, lax
+from compute.jaxconf import jax, jnp
 
 Array = jax.Array
 Field = Any  # a pytree leaf: a jax array in kernels, a NumPy array or scalar on the host
@@ -194,9 +194,10 @@ def step(
 ) -> tuple[tuple[Array, Array], Array]:
     """One step of every path: ``(carry, r_t)``. Uses slot 0 of the step's draws.
 
-    Circular blocks start on the same steps for every path, so the draw is made only on
-    those steps (a ``lax.cond`` on a scalar): with blocks of ``b`` bars the hash runs on
-    ``1/b`` of the steps."""
+    Circular blocks start on the same steps for every path. The start is still hashed on
+    every step and kept by a select: a ``lax.cond`` that hashed only on block-start steps
+    cost more in kernel launches per step than the hashing it saved (measured,
+    ``docs/risk-simulation.md``)."""
     idx, sc = carry
     n = params.accept.shape[0]
 
@@ -209,10 +210,9 @@ def step(
     nxt = idx + 1
     if kind == "circular":  # j + b - 1 < 2n: the doubled table needs no wrap-around
         new: Array = (t % params.block.astype(jnp.int32)) == 0
-        if scaled:
-            idx, sc = lax.cond(new, lambda: start(prng.draw(streams, t, 0)), lambda: (nxt, sc))
-        else:  # a select, not a cond: hashing every step is cheaper than a cond's launches
-            idx = jnp.where(new, start(prng.draw(streams, t, 0))[0], nxt)
+        j, sj = start(prng.draw(streams, t, 0))
+        idx = jnp.where(new, j, nxt)
+        sc = jnp.where(new, sj, sc) if scaled else sc
     else:
         nxt = jnp.where(nxt >= n, 0, nxt)
         word = prng.draw(streams, t, 0)
