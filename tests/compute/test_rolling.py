@@ -129,3 +129,26 @@ def test_fusion_groups_respect_the_budget() -> None:
     # many series per call: every recursion fills a loop on its own
     assert fusion_groups(recs, series=64, budget=12) == [[i] for i in range(6)]
     assert fusion_groups([], series=2) == []
+
+
+def test_a_fused_loop_within_the_budget_stays_one_compiled_function() -> None:
+    # XLA:CPU runs a while loop with a small per-step state as one function ("small call");
+    # past that, each step is a kernel launch per operation (~40x slower). fusion_groups'
+    # budget keeps the pipeline's loops small: if an XLA upgrade moves the threshold, this
+    # fails and the budget (batching.FUSED_VALUES_PER_STEP) must be measured again.
+    recs = [EMA_FROM_SEED] * 3
+    (group,) = fusion_groups(recs, series=2)
+    assert len(group) == 3
+
+    def small_calls(series: int, spans: tuple[int, ...]) -> tuple[int, int]:
+        def fused(c: jax.Array) -> list[tuple[jax.Array, ...]]:
+            return run_fused([(EMA_FROM_SEED, seeded_ema_args(c, 2 / (n + 1), n)) for n in spans])
+
+        text = jax.jit(jax.vmap(fused)).lower(jnp.ones((series, 4096))).compile().as_text()
+        return text.count(" while("), text.count("xla_cpu_small_call")
+
+    # one loop per seed (n steps) and the fused loop: all of them small calls
+    assert small_calls(2, (5, 9, 20)) == (4, 4)
+    # the check can fail: 8 recursions of 2 series (twice the budget) is not a small call
+    loops, small = small_calls(2, tuple(range(3, 11)))
+    assert (loops, small) == (9, 8)
