@@ -246,7 +246,7 @@ def _fingerprint(frame: pd.DataFrame, funding: pd.DataFrame | None) -> str:
 
 def load_series(session: Session, w: Window, *, with_funding: bool) -> SeriesData:
     """Candles of the window (and the funding settled during them) as arrays."""
-    from serve_app.api.candle_reads import read_candle_columns
+    from storage.candle_reads import read_candle_columns
 
     c = read_candle_columns(
         session, w.coin, w.interval, start=w.start, end=w.end, limit=MAX_BACKTEST_BARS + 1
