@@ -36,9 +36,19 @@ def sma_1d(x: Array, *, n: int) -> Array:
     return window_moments(x, n)[0]
 
 
+def ema_smoothing(n: Array | int, start: Array | int = 0) -> tuple:
+    """``(alpha, n, start)`` of :func:`~compute.rolling.seeded_ema` for the classic EMA."""
+    return 2.0 / (n + 1.0), n, start
+
+
+def wilder_smoothing(n: Array | int) -> tuple:
+    """``(alpha, n, start)`` of Wilder's smoothing (RSI, ATR): ``1 / n`` from bar 1."""
+    return 1.0 / n, n, 1
+
+
 def ema_1d(x: Array, n: Array | int) -> Array:
     """EMA with ``alpha = 2 / (n + 1)``, seeded with the SMA of the first ``n`` values."""
-    return seeded_ema(x, 2.0 / (n + 1.0), n)
+    return seeded_ema(x, *ema_smoothing(n))
 
 
 def gains_losses(close: Array) -> tuple[Array, Array]:
@@ -56,12 +66,12 @@ def rsi_from(gain: Array, loss: Array) -> Array:
 def rsi_1d(close: Array, n: Array | int) -> Array:
     """Wilder RSI: ``100 * G / (G + L)`` of Wilder-smoothed gains/losses; 50 when both are 0."""
     up, down = gains_losses(close)
-    return rsi_from(seeded_ema(up, 1.0 / n, n, start=1), seeded_ema(down, 1.0 / n, n, start=1))
+    return rsi_from(seeded_ema(up, *wilder_smoothing(n)), seeded_ema(down, *wilder_smoothing(n)))
 
 
 def macd_signal_1d(line: Array, signal: Array | int, start: Array | int) -> Array:
     """EMA(signal) of the MACD line, seeded with the SMA of its first ``signal`` values."""
-    return seeded_ema(line, 2.0 / (signal + 1.0), signal, start=start)
+    return seeded_ema(line, *ema_smoothing(signal, start))
 
 
 def macd_1d(close: Array, fast: Array | int, slow: Array | int, signal: Array | int) -> tuple:
@@ -79,7 +89,7 @@ def true_range_1d(high: Array, low: Array, close: Array) -> Array:
 
 def atr_1d(high: Array, low: Array, close: Array, n: Array | int) -> Array:
     """Wilder ATR: true range from bar 1, seeded with the mean of the first ``n`` true ranges."""
-    return seeded_ema(true_range_1d(high, low, close), 1.0 / n, n, start=1)
+    return seeded_ema(true_range_1d(high, low, close), *wilder_smoothing(n))
 
 
 class Bollinger(NamedTuple):

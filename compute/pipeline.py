@@ -37,7 +37,6 @@ from compute.rolling import (
     SESSION_RATIO,
     ew_variance_args,
     seeded_ema_args,
-    seeded_ew_moments,
     session_ratio_args,
     window_moments,
     window_sums,
@@ -49,9 +48,7 @@ Spec = str | Iterable[Request]
 CHUNK_ELEMENTS = 1 << 21  # bars x series per jitted call (16 MB per float64 array)
 
 _moments = over_series(window_moments)
-_ew_moments = over_series(seeded_ew_moments)
 _sums = over_series(window_sums)
-_macd_signal = over_series(ind.macd_signal_1d)
 _ema_args = over_series(seeded_ema_args)
 _session_args = over_series(session_ratio_args)
 _ew_variance_args = over_series(ew_variance_args)
@@ -123,14 +120,20 @@ class _Graph:
         return self.memo[key]
 
     def ema(self, n: int) -> Array:
-        return self._get(("ema", n), lambda: ind.batched.ema(self.x["close"], n))
+        return self._recursion(("ema", n))
 
     def rsi(self, n: int) -> Array:
-        return self._get(("rsi", n), lambda: ind.batched.rsi(self.x["close"], n))
+        gain, loss = self._recursion(("gain", n)), self._recursion(("loss", n))
+        return self._get(("rsi", n), lambda: ind.rsi_from(gain, loss))
 
     def atr(self, n: int) -> Array:
-        x = self.x
-        return self._get(("atr", n), lambda: ind.batched.atr(x["high"], x["low"], x["close"], n))
+        return self._recursion(("atr", n))
+
+    def macd_signal(self, fast: int, slow: int, signal: int) -> Array:
+        return self._recursion(("macd_signal", fast, slow, signal))
+
+    def svwap(self) -> Array:
+        return self._recursion(("svwap",))
 
     def moments(self, n: int) -> tuple[Array, Array, Array]:
         return self._get(("moments", n), lambda: _moments(self.x["close"], w=n))
@@ -144,10 +147,8 @@ class _Graph:
 
     def ew_moments(self, n: int, lookback: int) -> tuple[Array, Array]:
         """EW mean and variance of realized vol(n): the baseline of the vol regime."""
-        return self._get(
-            ("ew_moments", n, lookback),
-            lambda: _ew_moments(self.rvol(n, 1.0), n=lookback, start=n),
-        )
+        mean = self._recursion(("ew_mean", n, lookback))
+        return mean, self._recursion(("ew_var", n, lookback))
 
     def vreg(self, n: int, lookback: int, z: float) -> Array:
         def make() -> Array:
@@ -163,8 +164,8 @@ class _Graph:
         of a few series at about the cost of one (:func:`compute.batching.run_fused`), so
         the EMAs, Wilder smoothings, session sums and EW means are grouped into as few loops
         as stay compiled as one function, then the recursions that read their results (the
-        MACD signal, the EW variance). The memo then serves them; results are bitwise those
-        of the one-by-one methods.
+        MACD signal, the EW variance). The methods then find them in the memo; a recursion
+        no request announced runs alone when asked for, with the same bits.
         """
         first: dict[tuple[Any, ...], None] = {}
         second: dict[tuple[Any, ...], None] = {}
@@ -174,70 +175,52 @@ class _Graph:
         self._run_fused(list(first))
         self._run_fused(list(second))
 
+    def _recursion(self, key: tuple[Any, ...]) -> Array:
+        if key not in self.memo:
+            self._run_fused([key])
+        return self.memo[key]
+
     def _job(self, key: tuple[Any, ...]) -> tuple[Recurrence, tuple[Array, ...]] | None:
-        """The recursion behind a memo key and its batched arguments (None: nothing to do)."""
+        """The recursion behind a memo key and its batched arguments; None when its value
+        went straight into the memo (an EW variance too short for its seed: all NaN)."""
         x, kind = self.x, key[0]
-        if key in self.memo:
-            return None
         if kind == "ema":
-            n = key[1]
-            return EMA_FROM_SEED, _ema_args(x["close"], 2.0 / (n + 1.0), n, 0)
+            return EMA_FROM_SEED, _ema_args(x["close"], *ind.ema_smoothing(key[1]))
         if kind in ("gain", "loss"):
-            n = key[1]
             up, down = _gains_losses(x["close"])
-            return EMA_FROM_SEED, _ema_args(up if kind == "gain" else down, 1.0 / n, n, 1)
+            rows = up if kind == "gain" else down
+            return EMA_FROM_SEED, _ema_args(rows, *ind.wilder_smoothing(key[1]))
         if kind == "atr":
-            n = key[1]
             tr = _true_range(x["high"], x["low"], x["close"])
-            return EMA_FROM_SEED, _ema_args(tr, 1.0 / n, n, 1)
+            return EMA_FROM_SEED, _ema_args(tr, *ind.wilder_smoothing(key[1]))
         if kind == "svwap":
             tp = _typical_price(x["high"], x["low"], x["close"])
             return SESSION_RATIO, _session_args(tp * x["volume"], x["volume"], x["starts"])
-        if kind == "ew_mean":
+        if kind == "ew_mean":  # seeded from the first realized vol, at bar n
             n, lookback = key[1], key[2]
-            return EMA_FROM_SEED, _ema_args(self.rvol(n, 1.0), 2.0 / (lookback + 1.0), lookback, n)
+            return EMA_FROM_SEED, _ema_args(self.rvol(n, 1.0), *ind.ema_smoothing(lookback, n))
         if kind == "ew_var":
             n, lookback = key[1], key[2]
-            mean = self.memo[("ew_mean", n, lookback)]
-            args = _ew_variance_args(self.rvol(n, 1.0), mean, n=lookback, start=n)
-            return None if args is None else (EMA_FROM_SEED, args)
+            rv, mean = self.rvol(n, 1.0), self._recursion(("ew_mean", n, lookback))
+            args = _ew_variance_args(rv, mean, n=lookback, start=n)
+            if args is None:
+                self.memo[key] = jnp.full(rv.shape, jnp.nan)
+                return None
+            return EMA_FROM_SEED, args
         if kind == "macd_signal":
             f, sl, k = key[1:]
             line = self.ema(f) - self.ema(sl)
-            return EMA_FROM_SEED, _ema_args(line, 2.0 / (k + 1.0), k, max(f, sl) - 1)
+            return EMA_FROM_SEED, _ema_args(line, *ind.ema_smoothing(k, max(f, sl) - 1))
         raise NotImplementedError(key)  # pragma: no cover - _recursions and this table agree
 
     def _run_fused(self, keys: list[tuple[Any, ...]]) -> None:
-        jobs = [(key, job) for key in keys if (job := self._job(key)) is not None]
+        jobs = [(key, job) for key in keys if key not in self.memo if (job := self._job(key))]
         series = self.x["close"].shape[0]
         for group in fusion_groups([rec for _, (rec, _) in jobs], series):
             chosen = [jobs[i] for i in group]
             outputs = _fused_over_series([job for _, job in chosen])
             for (key, _), out in zip(chosen, outputs, strict=True):
                 self.memo[key] = out[0]
-        self._publish()
-
-    def _publish(self) -> None:
-        """Memo entries the methods look up, from the fused recursions' raw outputs."""
-        memo = self.memo
-        for key in list(memo):
-            kind = key[0]
-            if kind == "gain" and ("rsi", key[1]) not in memo:
-                memo[("rsi", key[1])] = ind.rsi_from(memo[key], memo[("loss", key[1])])
-            elif kind == "ew_var" and ("ew_moments", *key[1:]) not in memo:
-                memo[("ew_moments", *key[1:])] = (memo[("ew_mean", *key[1:])], memo[key])
-
-    def macd_signal(self, fast: int, slow: int, signal: int) -> Array:
-        def make() -> Array:
-            line = self.ema(fast) - self.ema(slow)
-            return _macd_signal(line, signal, max(fast, slow) - 1)
-
-        return self._get(("macd_signal", fast, slow, signal), make)
-
-    def svwap(self) -> Array:
-        x = self.x
-        h, lo, c, v = x["high"], x["low"], x["close"], x["volume"]
-        return self._get(("svwap",), lambda: ind.batched.vwap_session(h, lo, c, v, x["starts"]))
 
     def gate(self, position: Array, vol_gate: float) -> Array:
         if not vol_gate:
