@@ -7,7 +7,8 @@ over ``--bars`` (1,000,000) synthetic 1-minute candles and a ``--fasts`` x ``--s
 (10 x 10 = 100 pairs); each implementation returns total return, Sharpe and max drawdown per
 pair.
 
-* squall: :func:`compute.sweep.sweep` (warm; the first call, compile included, printed apart),
+* squall: :func:`compute.backtest.sweep.sweep` (warm; the first call, compile included, printed
+apart),
   on one thread and on ``--threads`` (2: the grid split into two kernel calls run from two
   Python threads; XLA releases the GIL). The targets are checked on the faster of the two;
   both ratios are printed;
@@ -44,8 +45,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.bench_indicators import candles
-from compute.signals import ema_crossover
-from compute.sweep import ema_grid, sweep
+from compute.backtest.sweep import ema_grid, sweep
+from compute.indicators.signals import ema_crossover
 
 PPY = 525_600.0
 

@@ -5,7 +5,7 @@ What is measured
 Every indicator, label and signal of ``SPEC`` (18 items, 25 columns) over ``--bars``
 (1,000,000) synthetic 1-minute candles:
 
-(a) one coin: ``compute.pipeline.compute_indicators`` (JAX, warm; the first call, compile
+(a) one coin: ``compute.indicators.pipeline.compute_indicators`` (JAX, warm; the first call, compile
     included, is printed on its own), ``compute_indicators_reference`` (the slow NumPy
     references) and a pandas baseline (``rolling``, ``ewm``, ``groupby``: the natural pandas
     implementation of each item, written in :func:`pandas_indicators`);
@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compute.pipeline import compute_indicators, compute_indicators_reference
-from compute.registry import parse_indicator_spec
+from compute.indicators.pipeline import compute_indicators, compute_indicators_reference
+from compute.indicators.registry import parse_indicator_spec
 from serve_app import allocator
 
 SPEC = (

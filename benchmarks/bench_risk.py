@@ -1,10 +1,10 @@
 """Risk kernels vs pandas and plain NumPy, measured in one run on the same data.
 
-(1) historical VaR and ES at 95% and 99% of 100,000 rows x 50 coins: ``compute.risk.
+(1) historical VaR and ES at 95% and 99% of 100,000 rows x 50 coins: ``compute.risk.var.
 historical_var_es`` vs pandas (``DataFrame.quantile`` + masked ``mean`` per level) vs NumPy
 (``np.quantile(method="linear")`` over the axis + masked mean); (2) a 50 x 50 Pearson
-correlation matrix: ``compute.correlation.pearson`` vs ``DataFrame.corr()`` vs
-``np.corrcoef``; (3) Spearman: ``compute.correlation.spearman`` vs
+correlation matrix: ``compute.risk.correlation.pearson`` vs ``DataFrame.corr()`` vs
+``np.corrcoef``; (3) Spearman: ``compute.risk.correlation.spearman`` vs
 ``DataFrame.corr(method="spearman")`` (reported, no target). Every result is checked against
 the baseline before it is timed. Times are the best of ``--repeat`` runs (pandas Spearman: one
 run). 21 by default: this VM's second vCPU is slowed for seconds at a time, which the
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compute import correlation as corr
-from compute import risk
+from compute.risk import correlation as corr
+from compute.risk import var as risk
 
 TARGETS = {"var_es": 3.0, "pearson": 40.0}
 LEVELS = (0.95, 0.99)

@@ -7,7 +7,8 @@ What is measured (source: the last ``--source`` (2,000) real BTC daily simple re
     time under water, equity fan, terminal summary) for 100,000 and 1,000,000 paths, block
     length by Politis-White:
     * squall in this process (chunks one after another, one core) and through
-      ``compute.fanout`` as 2 Ray tasks (``ray.init(num_cpus=2)``); the first call of a new
+      ``serve_app.execution.chunks`` as 2 Ray tasks (``ray.init(num_cpus=2)``); the first call of a
+      new
       shape (compile) is timed apart;
     * ``arch.bootstrap.CircularBlockBootstrap`` (one ``update_indices`` per path) with the
       statistics in NumPy: timed on ``--arch-paths`` (2,000) paths and scaled linearly
@@ -24,7 +25,8 @@ What is measured (source: the last ``--source`` (2,000) real BTC daily simple re
     options of ``serve_config.yaml``, SQLite registry in a temporary folder): one warm-up
     request (workers import JAX and compile), then ``--requests`` (3) timed, best shown;
 (d) HMM fit on ``--hmm-obs`` (5,000) real BTC 4h log returns, 2 states, ``--restarts`` (4)
-    starts, tol 1e-4: ``compute.hmm.fit`` (warm; compile apart) vs hmmlearn ``GaussianHMM``
+    starts, tol 1e-4: ``compute.simulation.hmm.fit`` (warm; compile apart) vs hmmlearn
+    ``GaussianHMM``
     fitted once per start (same tolerance and iteration cap).
 
 Historical VaR/ES and correlation vs pandas belong to the risk engine's own benchmark.
@@ -166,7 +168,9 @@ def arch_cbb(
 
 # ------------------------------------------------------------------------- (a) bootstrap
 def bench_bootstrap(src: np.ndarray, args: argparse.Namespace, sizes: list[int]) -> None:
-    from compute import bootstrap, fanout, shocks, simulate
+    from compute.simulation import bootstrap, shocks
+    from compute.simulation import paths as simulate
+    from serve_app.execution import chunks as fanout
 
     block = max(1, round(bootstrap.politis_white(src)[1]))
     log(f"block length (Politis-White, circular): {block}")
@@ -194,7 +198,7 @@ def bench_bootstrap(src: np.ndarray, args: argparse.Namespace, sizes: list[int])
         )
 
     probe = job(sizes[0])
-    from compute import prng
+    from compute.simulation import prng
 
     prng.chunk_keys(1, 0, 1)  # JAX start-up and the key function: not the kernel's compile
     t0 = time.perf_counter()
@@ -255,7 +259,8 @@ def numpy_regime(
     fan_idx: np.ndarray,
     seed: int,
 ) -> dict[str, Any]:
-    """The same model as compute.regime_gen, a NumPy loop over time (vectorised over paths)."""
+    """The same model as compute.simulation.markov, a NumPy loop over time (vectorised over
+    paths)."""
     rng = np.random.default_rng(seed)
     cum = np.cumsum(trans, axis=1)
     state = np.searchsorted(np.cumsum(start), rng.random(paths))
@@ -304,7 +309,10 @@ def numpy_regime(
 
 
 def bench_regime(src: np.ndarray, args: argparse.Namespace) -> None:
-    from compute import fanout, hmm, regime_gen, shocks, simulate
+    from compute.simulation import hmm, shocks
+    from compute.simulation import markov as regime_gen
+    from compute.simulation import paths as simulate
+    from serve_app.execution import chunks as fanout
 
     fit = hmm.fit(src, 2, emission="student_t", restarts=2)
     params = regime_gen.make_params(
@@ -431,7 +439,7 @@ def bench_hmm(args: argparse.Namespace) -> None:
 
     from hmmlearn.hmm import GaussianHMM
 
-    from compute import hmm
+    from compute.simulation import hmm
 
     path = DATA / "binance_spot_BTCUSDT_4h_2017-2026.csv"
     if path.is_file():
@@ -486,7 +494,7 @@ def main() -> int:
     args = ap.parse_args()
     import ray
 
-    from compute import bootstrap
+    from compute.simulation import bootstrap
 
     src, what = load_source(args.source)
     print(f"source: {what}; load average before: {os.getloadavg()}")

@@ -49,7 +49,7 @@ def pin_one_core() -> None:
 
 
 def make_case(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], Any, Any]:
-    from compute.strategies import validate_strategy
+    from compute.backtest.strategies import validate_strategy
     from serve_app.api.backtest_models import CostsAndSizing, FoldSpec
     from serve_app.backtests import SeriesData, engine_config
 

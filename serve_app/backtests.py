@@ -23,7 +23,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from compute.errors import ComputeError
+from compute.core.errors import ComputeError
 from serve_app.api.backtest_models import BacktestRunRequest, CostsAndSizing, _DataAndCosts
 from serve_app.api.errors import ApiError
 from serve_app.api.market import check_interval, parse_range, resolve_coin
@@ -48,7 +48,7 @@ EQUITY_COLUMNS = ("ts", "equity", "drawdown", "position", "exposure")
 # ------------------------------------------------------------------------------ strategies
 def strategy_error(exc: Exception, strategy: str) -> ApiError:
     """A compute validation error as a 422 that lists the valid strategies and parameters."""
-    from compute.strategies import STRATEGIES
+    from compute.backtest.strategies import STRATEGIES
 
     valid = [s.describe() for s in STRATEGIES.values()]
     unknown = strategy not in STRATEGIES
@@ -64,7 +64,7 @@ def strategy_error(exc: Exception, strategy: str) -> ApiError:
 def validate_strategy(strategy: str, params: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """The parameters with defaults filled in, and the candles one traded bar needs (warm-up
     + 2: a signal at bar t executes at t + 1's open); 422 naming what is valid otherwise."""
-    from compute import strategies
+    from compute.backtest import strategies
 
     try:
         full = strategies.validate_strategy(strategy, dict(params))
@@ -295,7 +295,7 @@ def load_series(session: Session, w: Window, *, with_funding: bool) -> SeriesDat
 def engine_config(req: CostsAndSizing, interval: str) -> Any:
     """The engine's ``BacktestConfig`` for a request; 422 when the combination is invalid
     (e.g. a fixed fraction above max_leverage)."""
-    from compute.backtest import BacktestConfig
+    from compute.backtest.engine import BacktestConfig
 
     try:
         return BacktestConfig(
@@ -315,8 +315,8 @@ def engine_config(req: CostsAndSizing, interval: str) -> Any:
 
 def run_engine(data: SeriesData, strategy: str, params: dict[str, Any], config: Any) -> Any:
     """Positions of the strategy, then the engine; a compute input error is a 422."""
-    from compute import strategies
-    from compute.backtest import run_backtest
+    from compute.backtest import strategies
+    from compute.backtest.engine import run_backtest
 
     try:
         target = strategies.positions(strategy, params, data.open, data.high, data.low, data.close)

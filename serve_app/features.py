@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
-from compute.pipeline import compute_indicators
-from compute.registry import parse_indicator_spec
+from compute.indicators.pipeline import compute_indicators
+from compute.indicators.registry import parse_indicator_spec
 from storage.candles import CandleRepository
 from storage.engine import transaction
 from storage.features import FeatureRepository, FeatureRows

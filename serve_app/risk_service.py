@@ -2,7 +2,8 @@
 from the registry), caps checked before any read, and per-coin / per-window work fanned out
 as Ray tasks when Ray is running (in-process otherwise, with the same results).
 
-Ray use (DESIGN.md): the returns matrix is ``ray.put`` once (``serve_app.fanout``), items are
+Ray use (DESIGN.md): the returns matrix is ``ray.put`` once (``serve_app.execution.fanout``), items
+are
 groups of coins or of window ends sized so that a task does ~``TASK_CELLS`` of work (>= ~100
 ms), and at most ``2 x CPUs`` tasks are in flight (bounded ``ray.wait``). Small requests never
 leave the process: a task round trip and a fresh worker's JAX import cost more than they save.
@@ -17,9 +18,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from compute import correlation as corr
-from compute import risk
-from serve_app.fanout import fan_out, ray_running
+from compute.risk import correlation as corr
+from compute.risk import var as risk
+from serve_app.execution.fanout import fan_out, ray_running
 from storage.candles import CandleRepository
 from storage.errors import ConfigurationError, InsufficientDataError
 from storage.intervals import interval_seconds, periods_per_year

@@ -5,7 +5,8 @@ Order: the request model has already checked every cap (paths, horizon, path-ste
 length); then the source returns are resolved (a series, a recorded backtest re-run from its
 request, or a strategy spec backtested first), the generator is prepared (block length,
 regime weights, volatility scales, or the HMM fit) and only then are chunks submitted as Ray
-tasks (:mod:`compute.fanout`), or run in this process when Ray is not initialised (tests,
+tasks (:mod:`serve_app.execution.chunks`), or run in this process when Ray is not initialised
+(tests,
 plain uvicorn). A run is recorded as ``running`` before the paths start and updated to
 ``succeeded`` (summary + full result) or ``failed``. Large requests run on a background
 thread of the replica; progress (paths done / total) is written to the registry, so any
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from compute.errors import ComputeError
+from compute.core.errors import ComputeError
 from serve_app.api.errors import ApiError
 from serve_app.api.simulate_models import ASYNC_ABOVE, MIN_SOURCE, SimulateRequest
 from serve_app.runs import code_version, request_hash
@@ -60,7 +61,7 @@ class Source:
 
 @dataclass
 class Prepared:
-    job: Any  # compute.simulate.Job
+    job: Any  # compute.simulation.paths.Job
     used: dict[str, Any]
     prepare_s: float
     extra: dict[str, Any] = field(default_factory=dict)
@@ -155,8 +156,8 @@ def resolve_source(
 def regime_labels(returns: np.ndarray, ppy: float) -> tuple[dict[str, Any], np.ndarray]:
     """Realized vol, vol regime and trend regime of the source (the analytics definitions on
     the price path ``cumprod(1 + r)``); returns the summary and the vol label per return."""
-    from compute import regimes
-    from compute.labels import TrendRegime, VolRegime
+    from compute.core.labels import TrendRegime, VolRegime
+    from compute.indicators import regimes
 
     close = np.concatenate([[1.0], np.cumprod(1.0 + returns)])
     vol = regimes.vol_regime(close)[1:]
@@ -181,7 +182,7 @@ def regime_labels(returns: np.ndarray, ppy: float) -> tuple[dict[str, Any], np.n
 
 # ---------------------------------------------------------------------------- the job
 def _shock_spec(req: SimulateRequest, src: Source) -> Any:
-    from compute.shocks import ShockSpec
+    from compute.simulation.shocks import ShockSpec
 
     s = req.shocks
     turnover = (
@@ -219,7 +220,7 @@ def _shock_spec(req: SimulateRequest, src: Source) -> Any:
 def _bootstrap(
     req: SimulateRequest, src: Source, vol: np.ndarray
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    from compute import bootstrap
+    from compute.simulation import bootstrap
 
     b = req.bootstrap
     r = src.returns
@@ -272,7 +273,8 @@ def _bootstrap(
 
 
 def _regime(req: SimulateRequest, src: Source) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    from compute import hmm, regime_gen
+    from compute.simulation import hmm
+    from compute.simulation import markov as regime_gen
 
     spec = req.regime
     fit = hmm.fit(
@@ -306,7 +308,8 @@ def _regime(req: SimulateRequest, src: Source) -> tuple[Any, dict[str, Any], dic
 
 def prepare(sessions: sessionmaker[Session], settings: Settings, req: SimulateRequest) -> Prepared:
     """Everything up to the paths: source, labels, generator, shocks, layout (no tasks)."""
-    from compute import prng, simulate
+    from compute.simulation import paths as simulate
+    from compute.simulation import prng
 
     t0 = time.perf_counter()
     src = resolve_source(sessions, settings, req)
@@ -376,7 +379,7 @@ def run_paths(job: Any, tasks: int | None, on_progress: Any = None) -> Any:
     """The merged accumulator: Ray tasks when Ray is up, else this process."""
     import ray
 
-    from compute import fanout
+    from serve_app.execution import chunks as fanout
 
     if ray.is_initialized():
         options = {"num_cpus": TASK_CPUS}
@@ -419,7 +422,7 @@ def execute(
     sessions: sessionmaker[Session], run_id: str, req: SimulateRequest, prep: Prepared
 ) -> dict[str, Any]:
     """Run the paths, record the outcome; returns the response body."""
-    from compute import simulate
+    from compute.simulation import paths as simulate
 
     t0 = time.perf_counter()
     last = [0.0]

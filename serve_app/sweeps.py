@@ -128,8 +128,8 @@ def expand(spec: SweepSpec) -> list[Unit]:
 
     Everything here runs before submission: a spec that would fail fails now, not in the job.
     """
-    from compute.errors import ComputeError
-    from compute.strategies import validate_strategy
+    from compute.backtest.strategies import validate_strategy
+    from compute.core.errors import ComputeError
 
     bad = [i for i in spec.intervals if i not in INTERVAL_SECONDS]
     if bad:
@@ -176,7 +176,7 @@ def window_of(spec: SweepSpec) -> tuple[int | None, int | None]:
 
 def required_candles(spec: SweepSpec, unit: Unit) -> int:
     """Candles a unit needs: the longest warm-up of its grid + 2, or one walk-forward fold."""
-    from compute.strategies import required_bars
+    from compute.backtest.strategies import required_bars
 
     need = max(required_bars(unit.strategy, c) for c in unit.combos)
     if spec.walkforward is not None:

@@ -2,11 +2,12 @@
 
 Before any work: the grid is checked (not empty, at most ``MAX_GRID`` sets, every set valid),
 the candles in the window are counted, the folds are cut from the count alone
-(``compute.walkforward.make_folds``: train/test longer than the data, or too many folds, is a
+(``compute.backtest.walkforward.make_folds``: train/test longer than the data, or too many folds,
+is a
 422 saying what to change) and the total work (parameter sets x bars) is capped. Then the
 candles are read once, the regime labels computed once over the whole series (causal), and the
 arrays ``ray.put`` once; each fold is a Ray task choosing parameters on its train window and
-evaluating them out of sample (``compute.walkforward.evaluate_fold``), with at most 2 x the
+evaluating them out of sample (``compute.backtest.walkforward.evaluate_fold``), with at most 2 x the
 cluster's CPUs in flight. Without a Ray runtime the folds run in-process (same numbers).
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from compute.errors import ComputeError
+from compute.core.errors import ComputeError
 from serve_app.api.backtest_models import (
     FoldSpec,
     UsedOut,
@@ -44,7 +45,7 @@ from serve_app.backtests import (
     thin_indices,
     too_many_bars,
 )
-from serve_app.fanout import fan_out
+from serve_app.execution.fanout import fan_out
 from serve_app.runs import code_version, request_hash
 from serve_app.settings import Settings
 from storage.engine import transaction
@@ -57,7 +58,7 @@ def check_grid(
     strategy: str, grid: dict[str, list[Any]], fixed: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Every parameter set of ``grid`` (with ``fixed``), validated; 422 saying what to fix."""
-    from compute import strategies
+    from compute.backtest import strategies
 
     if not grid or any(not v for v in grid.values()):
         empty = [k for k, v in grid.items() if not v]
@@ -101,7 +102,7 @@ def check_grid(
 
 def plan_folds(n_bars: int, spec: FoldSpec) -> list[Any]:
     """The folds of ``n_bars`` bars; 422 when they do not fit or are too many."""
-    from compute.walkforward import make_folds
+    from compute.backtest.walkforward import make_folds
 
     try:
         return make_folds(
@@ -142,7 +143,7 @@ def check_work(folds: list[Any], grid_size: int) -> int:
 # --------------------------------------------------------------------------------- folds
 def _fold_task(shared: dict[str, Any], fold: Any) -> dict[str, Any]:
     """One fold (runs in a Ray worker or in-process)."""
-    from compute.walkforward import evaluate_fold
+    from compute.backtest.walkforward import evaluate_fold
 
     return evaluate_fold(
         fold,
@@ -166,8 +167,8 @@ def walkforward_series(
     use_ray: bool | None = None,
 ) -> dict[str, Any]:
     """Walk-forward of ``grid`` on ``data``: folds, stitched OOS, decay, regime checks."""
-    from compute import regimes
-    from compute.walkforward import decay_report, stitch
+    from compute.backtest.walkforward import decay_report, stitch
+    from compute.indicators import regimes
 
     folds = plan_folds(len(data), spec)
     shared = {
@@ -264,7 +265,7 @@ def run_walkforward_request(
     sessions: sessionmaker[Session], settings: Settings, req: WalkForwardRequest
 ) -> WalkForwardResponse:
     """Validate, cap, load, fan the folds out, record and answer one walk-forward."""
-    from compute import strategies
+    from compute.backtest import strategies
 
     grid = check_grid(req.strategy, req.grid, req.fixed_params)
     warmup = max(strategies.required_bars(req.strategy, g) for g in grid) - 2

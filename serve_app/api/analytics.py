@@ -3,7 +3,8 @@ microstructure, and fresh rows of the feature store.
 
 Thin by design: validate and cap the request before any work (interval, times, ``limit``, the
 spec's items and parameters), read exactly the candles it needs (its window plus the warm-up
-before it), call ``compute``, map arrays to rows. ``compute.pipeline`` (JAX) is imported on
+before it), call ``compute``, map arrays to rows. ``compute.indicators.pipeline`` (JAX) is imported
+on
 first use, so the market and health routes and the CLI never pay for importing it.
 
 A value at bar ``t`` is computed from the candles ``data.first_ts`` .. ``t`` and nothing later.
@@ -25,9 +26,15 @@ from fastapi.responses import Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from compute.errors import ComputeError, SpecError
-from compute.labels import Position, TrendRegime, VolRegime
-from compute.registry import MAX_ITEMS, REGISTRY, IndicatorSpec, Request, parse_indicator_spec
+from compute.core.errors import ComputeError, SpecError
+from compute.core.labels import Position, TrendRegime, VolRegime
+from compute.indicators.registry import (
+    MAX_ITEMS,
+    REGISTRY,
+    IndicatorSpec,
+    Request,
+    parse_indicator_spec,
+)
 from serve_app.api.deps import SessionFactoryDep, SettingsDep
 from serve_app.api.errors import ApiError
 from serve_app.api.market import (
@@ -251,7 +258,7 @@ def _insufficient(
 
 def _evaluate(requests: tuple[Request, ...], c: CandleColumns) -> dict[str, np.ndarray]:
     """``compute_indicators`` on ``c``; a candle it rejects is a 422 naming the problem."""
-    from compute.pipeline import compute_indicators  # JAX: imported on first use
+    from compute.indicators.pipeline import compute_indicators  # JAX: imported on first use
 
     try:
         return compute_indicators(requests, c.open, c.high, c.low, c.close, c.volume_base, c.ts)

@@ -18,9 +18,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compute import correlation as corr
-from compute.errors import ComputeError
-from compute.risk import InsufficientReturnsError
+from compute.core.errors import ComputeError
+from compute.risk import correlation as corr
+from compute.risk.var import InsufficientReturnsError
 from serve_app import risk_service as svc
 from serve_app.api.deps import SessionDep, SettingsDep
 from serve_app.api.errors import ApiError

@@ -90,7 +90,7 @@ def _label(unit: Unit) -> str:
 
 
 def _fast_path(data: Any, unit: Unit, config: Any) -> bool:
-    """Whether the grid fits ``compute.sweep``'s one-kernel EMA long/flat sweep: all-in
+    """Whether the grid fits ``compute.backtest.sweep``'s one-kernel EMA long/flat sweep: all-in
     fixed sizing, fee + fixed slippage, no funding, no gate, and a series long enough for
     the kernel to pay off (short ones are cheap one by one)."""
     return (
@@ -106,12 +106,14 @@ def _fast_path(data: Any, unit: Unit, config: Any) -> bool:
 
 def _grid_rows(data: Any, unit: Unit, config: Any) -> list[dict[str, Any]]:
     """Every parameter set of the unit on its series: one compiled kernel for the whole grid
-    when it fits :func:`compute.sweep.sweep`, else one backtest per set (regimes shared)."""
-    from compute import regimes, strategies
-    from compute.backtest import run_backtest
+    when it fits :func:`compute.backtest.sweep.sweep`, else one backtest per set (regimes
+    shared)."""
+    from compute.backtest import strategies
+    from compute.backtest.engine import run_backtest
+    from compute.indicators import regimes
 
     if _fast_path(data, unit, config):
-        from compute.sweep import sweep
+        from compute.backtest.sweep import sweep
 
         fast = [c["fast"] for c in unit.combos]
         slow = [c["slow"] for c in unit.combos]
@@ -193,7 +195,7 @@ def rank(rows: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
 
 def run(run_id: str, settings: Settings) -> int:
     """Execute the sweep recorded as ``run_id``; returns a process exit code."""
-    from serve_app.fanout import fan_out
+    from serve_app.execution.fanout import fan_out
 
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
@@ -286,7 +288,7 @@ def run(run_id: str, settings: Settings) -> int:
 
 
 def _ray_up() -> bool:
-    from serve_app.fanout import ray_running
+    from serve_app.execution.fanout import ray_running
 
     return ray_running()
 

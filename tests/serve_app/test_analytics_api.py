@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from compute.labels import TrendRegime, VolRegime
-from compute.pipeline import compute_indicators
-from compute.registry import MAX_ITEMS, REGISTRY, parse_indicator_spec
+from compute.core.labels import TrendRegime, VolRegime
+from compute.indicators.pipeline import compute_indicators
+from compute.indicators.registry import MAX_ITEMS, REGISTRY, parse_indicator_spec
 from serve_app.api import create_app
 from serve_app.api.models import (
     FeaturesResponse,

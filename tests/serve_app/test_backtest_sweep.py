@@ -216,7 +216,7 @@ def test_walkforward_folds_run_as_ray_tasks_with_the_same_numbers(
     )  # (300-143)//40+1
 
     # the same folds in-process give bit-identical numbers
-    from compute.strategies import validate_strategy
+    from compute.backtest.strategies import validate_strategy
     from serve_app.api.backtest_models import WalkForwardRequest
     from serve_app.backtests import Window, engine_config, load_series
     from serve_app.sweeps import grid_combos
@@ -237,8 +237,8 @@ def test_walkforward_folds_run_as_ray_tasks_with_the_same_numbers(
 
 
 def test_long_flat_ema_grid_takes_the_one_kernel_path_with_the_same_numbers() -> None:
-    from compute.backtest import run_backtest
-    from compute.strategies import positions
+    from compute.backtest.engine import run_backtest
+    from compute.backtest.strategies import positions
     from serve_app.api.backtest_models import CostsAndSizing
     from serve_app.backtests import SeriesData, engine_config
     from serve_app.jobs.sweep import _fast_path, _grid_rows

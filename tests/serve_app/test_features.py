@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from compute.pipeline import compute_indicators
+from compute.indicators.pipeline import compute_indicators
 from ingestion.fileimport import parse_candle_file
 from serve_app.features import (
     BLOCK,

@@ -1,0 +1,2 @@
+"""The backtest engine, strategies, performance metrics, the parameter-grid sweep kernel and
+walk-forward splits."""
