@@ -27,8 +27,8 @@ from typing import Any
 from ingestion.backfill import fix_gaps
 from ingestion.config import IngestConfig, build_provider
 from ingestion.jobs import CandleJob, DerivativesJob, Job
-from ingestion.locks import WriterLock
 from storage.engine import is_sqlite, make_engine, session_factory
+from storage.locks import WriterLock
 
 log = logging.getLogger("squall.ingestion")
 

@@ -323,11 +323,42 @@ class CandleRepository:
         data["source"] = np.array(columns[-1], object)
         return pd.DataFrame(data, columns=list(CANDLE_COLUMNS))
 
-    def latest_ts(self, coin: str, interval: str) -> int | None:
-        value = self.session.scalar(
-            select(func.max(Candle.ts)).where(Candle.coin == coin, Candle.interval == interval)
-        )
+    def _series_where(
+        self, coin: str, interval: str, start: int | None = None, end: int | None = None
+    ) -> list[Any]:
+        clauses: list[Any] = [Candle.coin == coin, Candle.interval == interval]
+        if start is not None:
+            clauses.append(Candle.ts >= start)
+        if end is not None:
+            clauses.append(Candle.ts <= end)
+        return clauses
+
+    def latest_ts(self, coin: str, interval: str, *, end: int | None = None) -> int | None:
+        """Open time of the newest candle of the series (at or before ``end``)."""
+        where = self._series_where(coin, interval, end=end)
+        value = self.session.scalar(select(func.max(Candle.ts)).where(*where))
         return None if value is None else int(value)
+
+    def first_ts(self, coin: str, interval: str) -> int | None:
+        """Open time of the oldest stored candle of the series."""
+        where = self._series_where(coin, interval)
+        value = self.session.scalar(select(func.min(Candle.ts)).where(*where))
+        return None if value is None else int(value)
+
+    def count(
+        self, coin: str, interval: str, *, start: int | None = None, end: int | None = None
+    ) -> int:
+        """Candles of the series with ``start <= ts <= end`` (one indexed count)."""
+        where = self._series_where(coin, interval, start, end)
+        return int(self.session.scalar(select(func.count()).select_from(Candle).where(*where)) or 0)
+
+    def coins(self) -> set[str]:
+        """Every coin with at least one stored candle."""
+        return {str(c) for c in self.session.scalars(select(Candle.coin).distinct())}
+
+    def has_coin(self, coin: str) -> bool:
+        found = self.session.scalar(select(Candle.coin).where(Candle.coin == coin).limit(1))
+        return found is not None
 
     def coverage(
         self, coin: str | None = None, interval: str | None = None

@@ -82,6 +82,23 @@ class FundingRepository:
         )
         return None if value is None else int(value)
 
+    def latest(self, coin: str, *, end: int | None = None) -> FundingRate | None:
+        """The newest funding settlement of ``coin`` (at or before ``end``)."""
+        query = select(FundingRate).where(FundingRate.coin == coin)
+        if end is not None:
+            query = query.where(FundingRate.ts <= end)
+        return self.session.scalars(query.order_by(FundingRate.ts.desc()).limit(1)).first()
+
+    def recent_ts(self, coin: str, *, up_to: int, limit: int) -> list[int]:
+        """Settlement times of ``coin`` at or before ``up_to``, newest first, at most ``limit``."""
+        query = (
+            select(FundingRate.ts)
+            .where(FundingRate.coin == coin, FundingRate.ts <= up_to)
+            .order_by(FundingRate.ts.desc())
+            .limit(limit)
+        )
+        return [int(t) for t in self.session.scalars(query)]
+
     def frame(self, coin: str, start: int | None = None, end: int | None = None) -> pd.DataFrame:
         query = select(FundingRate.ts, FundingRate.funding_rate, FundingRate.mark_price).where(
             FundingRate.coin == coin
@@ -112,6 +129,19 @@ class OpenInterestRepository:
     def latest_ts(self, coin: str) -> int | None:
         value = self.session.scalar(
             select(func.max(OpenInterest.ts)).where(OpenInterest.coin == coin)
+        )
+        return None if value is None else int(value)
+
+    def latest(self, coin: str, *, end: int | None = None) -> OpenInterest | None:
+        """The newest open-interest observation of ``coin`` (at or before ``end``)."""
+        query = select(OpenInterest).where(OpenInterest.coin == coin)
+        if end is not None:
+            query = query.where(OpenInterest.ts <= end)
+        return self.session.scalars(query.order_by(OpenInterest.ts.desc()).limit(1)).first()
+
+    def first_ts(self, coin: str) -> int | None:
+        value = self.session.scalar(
+            select(func.min(OpenInterest.ts)).where(OpenInterest.coin == coin)
         )
         return None if value is None else int(value)
 

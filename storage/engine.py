@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,3 +68,11 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back (nothing written) on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def ping(engine: Engine) -> float:
+    """One round trip to the database (``SELECT 1``); returns its latency in milliseconds."""
+    with engine.connect() as conn:
+        start = time.perf_counter()
+        conn.execute(text("SELECT 1"))
+        return (time.perf_counter() - start) * 1000.0

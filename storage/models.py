@@ -209,8 +209,9 @@ class Feature(Base):
     computed_at: Mapped[int] = mapped_column(BigInteger, comment="unix seconds UTC")
 
 
-RUN_KINDS = ("backtest", "walkforward", "sweep", "simulation")
-RUN_STATUSES = ("queued", "running", "succeeded", "failed")
+RUN_KINDS = ("backtest", "walkforward", "sweep", "simulation", "features")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")  # a run in these states has not finished
 
 
 class BacktestRun(Base):
@@ -235,6 +236,7 @@ class BacktestRun(Base):
         Index("ix_backtest_runs_kind_created_at", "kind", "created_at"),
         Index("ix_backtest_runs_coin_strategy", "coin", "strategy"),
         Index("ix_backtest_runs_job_id", "job_id"),
+        Index("ix_backtest_runs_status_heartbeat", "status", "heartbeat_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), comment="uuid4, text")
@@ -261,3 +263,13 @@ class BacktestRun(Base):
         LargeBinary, comment="encoded kind-specific detail (folds, sweep table, regimes)"
     )
     error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, comment="unix seconds UTC")
+    heartbeat_at: Mapped[int | None] = mapped_column(
+        BigInteger, comment="last sign of life of the process running it, unix seconds UTC"
+    )
+    cancel_requested_at: Mapped[int | None] = mapped_column(
+        BigInteger, comment="when a cancel was asked, unix seconds UTC"
+    )
+    worker: Mapped[str | None] = mapped_column(
+        String(128), comment="where it runs: node id and process"
+    )

@@ -23,10 +23,11 @@ from typing import Any
 
 import orjson
 from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session, defer
 
 from storage.errors import ConfigurationError
-from storage.models import RUN_KINDS, RUN_STATUSES, BacktestRun
+from storage.models import ACTIVE_STATUSES, RUN_KINDS, RUN_STATUSES, BacktestRun
 
 COMPRESS_ABOVE = 16 * 1024
 MAX_PAGE = 500
@@ -48,6 +49,10 @@ _PLAIN_FIELDS = (
     "error",
     "finished_at",
     "created_at",
+    "started_at",
+    "heartbeat_at",
+    "cancel_requested_at",
+    "worker",
 )
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -105,6 +110,10 @@ class RunRecord:
     duration_s: float | None
     summary: dict[str, Any] | None
     error: str | None
+    started_at: int | None = None
+    heartbeat_at: int | None = None
+    cancel_requested_at: int | None = None
+    worker: str | None = None
     equity: Any = None
     trades: Any = None
     results: Any = None
@@ -140,6 +149,10 @@ def _record(row: BacktestRun, payload: bool) -> RunRecord:
         duration_s=row.duration_s,
         summary=None if row.summary is None else orjson.loads(row.summary),
         error=row.error,
+        started_at=row.started_at,
+        heartbeat_at=row.heartbeat_at,
+        cancel_requested_at=row.cancel_requested_at,
+        worker=row.worker,
         payload_loaded=payload,
         blob_bytes=sizes,
         **blobs,
@@ -285,3 +298,73 @@ class RunRepository:
         query = select(func.count()).select_from(BacktestRun)
         query = query.where(*(filters or RunFilter()).clauses())
         return int(self.session.scalar(query) or 0)
+
+    # ------------------------------------------------------------------------- lifecycle
+    def beat(self, run_id: str, now: int, progress: Mapping[str, Any] | None = None) -> bool:
+        """Record a sign of life of an active run (and its progress); returns whether a
+        cancel was asked. A run that already finished is left alone (returns False)."""
+        values: dict[str, Any] = {"heartbeat_at": now}
+        if progress is not None:
+            values["progress"] = dumps(dict(progress)).decode()
+        self.session.execute(
+            sa_update(BacktestRun)
+            .where(BacktestRun.id == run_id, BacktestRun.status.in_(ACTIVE_STATUSES))
+            .values(**values)
+        )
+        asked = self.session.scalar(
+            select(BacktestRun.cancel_requested_at).where(BacktestRun.id == run_id)
+        )
+        return asked is not None
+
+    def request_cancel(self, run_id: str, now: int) -> str | None:
+        """Ask an active run to stop: a queued one is cancelled at once, a running one is
+        flagged for its executor. Returns the status after the call (None: no such run)."""
+        row = self.session.get(BacktestRun, run_id)
+        if row is None:
+            return None
+        if row.status == "queued":
+            row.status = "cancelled"
+            row.finished_at = now
+            row.error = "cancelled before it started"
+        if row.status in ACTIVE_STATUSES and row.cancel_requested_at is None:
+            row.cancel_requested_at = now
+        self.session.flush()
+        return row.status
+
+    def claim(self, run_id: str, now: int, worker: str) -> bool:
+        """Mark a queued run as running on ``worker``; False if it is no longer queued
+        (cancelled meanwhile, or claimed by another executor)."""
+        done = self.session.execute(
+            sa_update(BacktestRun)
+            .where(BacktestRun.id == run_id, BacktestRun.status == "queued")
+            .values(status="running", started_at=now, heartbeat_at=now, worker=worker)
+        )
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def fail_stale(self, now: int, timeout_s: float) -> builtins.list[str]:
+        """Mark as failed every active run whose last heartbeat is older than ``timeout_s``
+        (its executor died); returns their ids. Runs recorded before heartbeats existed
+        (heartbeat NULL) count from their creation."""
+        limit = now - timeout_s
+        beat = func.coalesce(BacktestRun.heartbeat_at, BacktestRun.created_at)
+        stale = builtins.list(
+            self.session.scalars(
+                select(BacktestRun.id).where(
+                    BacktestRun.status.in_(ACTIVE_STATUSES),
+                    BacktestRun.job_id.is_(None),  # Ray jobs (sweeps) are followed by Ray
+                    beat < limit,
+                )
+            )
+        )
+        if stale:
+            self.session.execute(
+                sa_update(BacktestRun)
+                .where(BacktestRun.id.in_(stale), BacktestRun.status.in_(ACTIVE_STATUSES))
+                .values(
+                    status="failed",
+                    finished_at=now,
+                    error=f"worker lost: no heartbeat for more than {timeout_s:g} s "
+                    "(the process running it stopped)",
+                )
+            )
+        return stale

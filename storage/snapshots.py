@@ -68,10 +68,17 @@ class SnapshotRepository:
         self.session.execute(stmt)
         return len(batch)
 
-    def latest(self, coin: str) -> MarketSnapshot | None:
-        return self.session.scalars(
-            select(MarketSnapshot)
-            .where(MarketSnapshot.coin == coin)
-            .order_by(MarketSnapshot.ts.desc())
-            .limit(1)
-        ).first()
+    def latest(self, coin: str, *, end: int | None = None) -> MarketSnapshot | None:
+        """The newest snapshot of ``coin`` (at or before ``end``)."""
+        query = select(MarketSnapshot).where(MarketSnapshot.coin == coin)
+        if end is not None:
+            query = query.where(MarketSnapshot.ts <= end)
+        return self.session.scalars(query.order_by(MarketSnapshot.ts.desc()).limit(1)).first()
+
+    def coins(self) -> set[str]:
+        """Every coin with at least one stored snapshot."""
+        return {str(c) for c in self.session.scalars(select(MarketSnapshot.coin).distinct())}
+
+    def has_coin(self, coin: str) -> bool:
+        query = select(MarketSnapshot.coin).where(MarketSnapshot.coin == coin).limit(1)
+        return self.session.scalar(query) is not None
