@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from compute.core.errors import InputDataError, SpecError
+from compute.core.inputs import bucket
 from compute.core.jaxconf import jax, jnp
 from compute.simulation import prng
 
@@ -148,13 +149,19 @@ def block_scales(
 
 # ------------------------------------------------------------------ the generator (JAX)
 class BootstrapParams(NamedTuple):
-    """Array inputs of the bootstrap generator (a pytree; shapes fixed by the source)."""
+    """Array inputs of the bootstrap generator (a pytree).
 
-    returns: Field  # (2n,) float64 source returns, twice (a circular block never wraps)
-    scale: Field  # (n,) float64 scale of a block starting at j (ones: no scaling)
-    accept: Field  # (n,) uint64 alias thresholds (ACCEPT_ALL: uniform starts)
-    alias: Field  # (n,) int32 alias targets
+    The arrays are padded to a bucketed size (:func:`compute.core.inputs.bucket` of the
+    source length) and ``length`` carries the real one, so sources of nearby lengths share
+    one compiled kernel; padding is never read (starts are drawn below ``length``).
+    """
+
+    returns: Field  # (2m,) float64 source returns, twice (a circular block never wraps)
+    scale: Field  # (m,) float64 scale of a block starting at j (ones: no scaling)
+    accept: Field  # (m,) uint64 alias thresholds (ACCEPT_ALL: uniform starts)
+    alias: Field  # (m,) int32 alias targets
     block: Field  # () float64 block length b (circular: an integer value)
+    length: Field  # () int32 n, the number of source returns (m >= n after padding)
 
 
 def make_params(
@@ -174,7 +181,19 @@ def make_params(
     else:
         accept, alias = alias_table(weights)
     sc = np.ones(n) if scale is None else np.asarray(scale, dtype=np.float64)
-    return BootstrapParams(np.concatenate([r, r]), sc, accept, alias, np.float64(block))
+    m = bucket(n)
+
+    def pad(a: np.ndarray, size: int) -> np.ndarray:
+        return np.concatenate([a, np.zeros(size - a.shape[0], a.dtype)])
+
+    return BootstrapParams(
+        pad(np.concatenate([r, r]), 2 * m),
+        pad(sc, m),
+        pad(accept, m),
+        pad(alias.astype(np.int32), m),
+        np.float64(block),
+        np.int32(n),
+    )
 
 
 def init(n_paths: int) -> tuple[Array, Array]:
@@ -199,7 +218,7 @@ def step(
     cost more in kernel launches per step than the hashing it saved (measured,
     ``docs/risk-simulation.md``)."""
     idx, sc = carry
-    n = params.accept.shape[0]
+    n = params.length
 
     def start(word: Array) -> tuple[Array, Array]:
         j, frac = prng.below(word, n)
