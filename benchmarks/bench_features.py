@@ -2,7 +2,7 @@
 
 Seeds N one-minute candles (default 1,000,000) for one coin in a private Postgres schema,
 then times a full build of the v1 feature set (27 columns: indicators, regimes, signals):
-(1) in-process, block by block (``serve_app.features.materialize``), after one warm-up
+(1) in-process, block by block (``serve_app.services.features.materialize``), after one warm-up
 call that compiles the kernels; (2) on Ray Data (``serve_app.jobs.features_build.build``).
 Prints feature rows per minute next to the target of 1,000,000 rows/min on this 2-core box.
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import text
 
-from serve_app.features import BLOCK, materialize, materialize_blocks
+from serve_app.services.features import BLOCK, materialize, materialize_blocks
 from serve_app.settings import Settings
 from storage.candles import CandleRepository
 from storage.engine import make_engine, session_factory, transaction

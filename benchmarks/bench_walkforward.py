@@ -2,7 +2,7 @@
 
 What is measured
 ----------------
-``serve_app.walkforward.walkforward_series`` (the service's code path: candles and regime
+``serve_app.services.walkforward.walkforward_series`` (the service's code path: candles and regime
 labels ``ray.put`` once, one Ray task per fold, bounded ``ray.wait``) on ``--bars`` synthetic
 1-hour candles cut into ``--folds`` rolling folds (train ``--train``, test ``--test``), each
 fold choosing among a ``--fasts`` x ``--slows`` EMA-crossover grid by Sharpe:
@@ -50,8 +50,9 @@ def pin_one_core() -> None:
 
 def make_case(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], Any, Any]:
     from compute.backtest.strategies import validate_strategy
-    from serve_app.api.backtest_models import CostsAndSizing, FoldSpec
-    from serve_app.backtests import SeriesData, engine_config
+    from serve_app.services.backtest import engine_config
+    from serve_app.services.inputs import SeriesData
+    from serve_app.services.requests.backtest import CostsAndSizing, FoldSpec
 
     n = args.train + args.folds * args.test
     rng = np.random.default_rng(7)
@@ -75,7 +76,7 @@ def make_case(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], Any,
 def timed(
     case: tuple[Any, ...], use_ray: bool, warmup: int, repeats: int
 ) -> tuple[float, list[float], dict[str, Any]]:
-    from serve_app.walkforward import walkforward_series
+    from serve_app.services.walkforward import walkforward_series
 
     data, grid, spec, config = case
     report: dict[str, Any] = {}

@@ -1,5 +1,5 @@
 """Keeps the feature store current: after every bar close, each configured series' newest
-block of feature rows is recomputed from the stored candles (``serve_app.features``).
+block of feature rows is recomputed from the stored candles (``serve_app.services.features``).
 
 A detached, named async Ray actor (get-or-create, like the ingestion supervisor). It lives in
 ``serve_app`` because it joins ``compute`` and ``storage``; ingestion may import neither.
@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from serve_app.features import materialize
+from serve_app.services.features import materialize
 from storage.engine import make_engine, session_factory
 from storage.intervals import interval_seconds
 

@@ -75,6 +75,8 @@ def replica_settings(settings: Settings) -> dict[str, Any]:
     """Plain values the replicas rebuild their Settings from; SQLite paths made absolute
     because replicas need not share the driver's working directory."""
     values = settings.model_dump(mode="json")
+    if settings.jax_cache_dir:
+        values["jax_cache_dir"] = str(Path(settings.jax_cache_dir).expanduser().resolve())
     url = settings.database_url
     if is_sqlite(url):
         parsed = make_url(url)
@@ -162,6 +164,15 @@ def run_platform(settings: Settings) -> None:
                 options["num_replicas"] = settings.serve_replicas
             app = SquallAPI.options(**options).bind(replica_settings(settings))
             serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+            from serve_app.execution import workers
+
+            pool = workers.configure(settings)
+            warm = pool.refresh(force=True)  # the warm workers start compiling now
+            print(
+                f"compute:       {len(warm)} warm worker(s) on "
+                f"{len({w.node_id for w in warm})} node(s)",
+                flush=True,
+            )
             if settings.ingest_enabled:
                 ensure_supervisor(settings)
                 print(
@@ -191,6 +202,9 @@ def run_platform(settings: Settings) -> None:
                 if joined:
                     serve.delete(APP_NAME)  # leave the shared cluster's other apps alone
                 else:
+                    from serve_app.execution.workers import stop_workers
+
+                    stop_workers()
                     serve.shutdown()
             finally:
                 ray.shutdown()

@@ -92,6 +92,34 @@ class Settings(BaseSettings):
         "read the database at once (more threads than cores only queue on the GIL)",
     )
 
+    compute_workers_per_node: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="warm compute workers (Ray actors keeping JAX and the kernels compiled) "
+        "on every node; unset: one per CPU of the node",
+    )
+    jax_cache_dir: str | None = Field(
+        "./var/jax-cache",
+        description="folder of the compiled-kernel cache every squall process shares (a kernel "
+        "compiled once is loaded by later processes); empty: no cache",
+    )
+    warm_up: bool = Field(
+        True,
+        description="compile the common kernels when a replica or worker starts (in the "
+        "background: readiness does not wait for it)",
+    )
+    run_heartbeat_s: float = Field(
+        2.0, gt=0, le=300, description="seconds between heartbeats of a running run"
+    )
+    run_heartbeat_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=86_400,
+        description="a queued or running run whose heartbeat is older than this is marked "
+        "failed (its worker died); checked at start-up and every third of it",
+    )
+
     @field_validator("coins", "intervals", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""``squall sweep submit|status|logs|results``: the command-line face of :mod:`serve_app.sweeps`.
+"""``squall sweep submit|status|logs|results``: the command line of :mod:`serve_app.services.sweep`.
 
 Kept apart from ``serve_app.cli`` (which only registers the group) and light to import: the
 parser is built on every ``squall`` call, the sweep machinery is imported when a sweep command
@@ -82,7 +82,7 @@ def print_best(res: dict[str, Any]) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace, settings: Settings) -> int:
-    from serve_app import sweeps
+    from serve_app.services import sweep as sweeps
 
     if args.action == "submit":
         spec = sweeps.read_spec(Path(args.spec))

@@ -21,6 +21,10 @@ from storage.migrate import upgrade
 from storage.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
+# The suite compiles what it runs; a background warm-up of every kernel in every app and
+# worker a test starts would only compete for the two cores. Tests of the warm-up set it.
+os.environ.setdefault("SQUALL_WARM_UP", "false")
+os.environ.setdefault("SQUALL_JAX_CACHE_DIR", str(ROOT / "var" / "test-jax-cache"))
 POSTGRES_URL = os.environ.get(
     "SQUALL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

@@ -7,15 +7,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from serve_app.api import analytics, backtest, health, market, metrics, risk, simulate
-from serve_app.api.deps import dispose_engine
+from serve_app.api import analytics, backtest, features, health, market, prometheus, risk, runs
+from serve_app.api.deps import app_sessions, app_settings, dispose_engine
 from serve_app.api.errors import install_error_handlers
-from serve_app.api.version import package_version
 from serve_app.observability import RequestContextMiddleware, configure_logging
 from serve_app.settings import Settings, get_settings
+from serve_app.version import package_version
 
 DESCRIPTION = """\
-Market data of squall: candles, coverage, gaps and snapshots.
+squall: market data (candles, coverage, gaps, snapshots, microstructure), analytics
+(indicators, signals, regimes, features), backtests and walk-forward, risk reports and stress
+simulations, and the run registry (`/runs`: status, progress, cancel) of every long job.
 
 Every time is given as ISO-8601 UTC (`ts`) and unix seconds (`ts_unix`); time parameters
 accept either. Every error body is `{"error": code, "message": text, ...}`.
@@ -24,7 +26,22 @@ accept either. Every error body is `{"error": code, "message": text, ...}`.
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start-up of a serving process: the execution layer's settings (compilation cache,
+    warm workers), the stale-run reaper, and the kernel warm-up in the background (readiness
+    never waits for it). Shutdown: stop the reaper, close the pool."""
+    settings = app_settings(app)
+    stop = None
+    if app.state.background:
+        from serve_app.execution import warmup, workers
+        from serve_app.execution.runs import start_reaper
+
+        workers.configure(settings)
+        stop = start_reaper(settings.database_url, settings.run_heartbeat_timeout_s)
+        if settings.warm_up:
+            warmup.start_in_background(warmup.warm_up_replica, app_sessions(app), settings)
     yield
+    if stop is not None:
+        stop.set()
     dispose_engine(app)
 
 
@@ -33,11 +50,13 @@ def create_app(
     *,
     configure_logs: bool = True,
     echo_request_id: bool = True,
+    background: bool = True,
 ) -> FastAPI:
     """Build the API. Touches no database: the engine is created on the first request that
     needs one (so under Ray Serve it is created inside each replica).
 
-    ``echo_request_id=False`` under Ray Serve, which echoes ``X-Request-ID`` itself.
+    ``echo_request_id=False`` under Ray Serve, which echoes ``X-Request-ID`` itself;
+    ``background=False`` starts no reaper and no warm-up (tests of single routes).
     """
     settings = settings if settings is not None else get_settings()
     if configure_logs:
@@ -52,13 +71,9 @@ def create_app(
     app.state.settings = settings
     app.state.engine = None
     app.state.sessions = None
+    app.state.background = background
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, echo_request_id=echo_request_id)
-    app.include_router(health.router)
-    app.include_router(market.router)
-    app.include_router(analytics.router)
-    app.include_router(metrics.router)
-    app.include_router(backtest.router)
-    app.include_router(risk.router)
-    app.include_router(simulate.router)
+    for module in (health, prometheus, market, analytics, features, backtest, risk, runs):
+        app.include_router(module.router)
     return app

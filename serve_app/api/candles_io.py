@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from serve_app.api.timefmt import iso_array
+from serve_app.timefmt import iso_array
 from storage.candle_reads import CandleColumns
 
 Format = Literal["json", "csv", "parquet"]

@@ -1,5 +1,9 @@
 """One error shape for every failure, and squall's error tree mapped once to HTTP statuses.
 
+Services raise the domain errors of ``storage.errors`` (with a ``code`` and the body's extra
+fields); :class:`ApiError` is only for what exists at the HTTP edge alone (a query string on a
+JSON route).
+
 Every error body is ``{"error": "<snake_case_code>", "message": "<what to fix>", ...extra}``
 plus ``request_id`` (also sent as the ``X-Request-ID`` header) so a report can be traced in
 the logs. The mapping, chosen so that bad input is never a 5xx:
@@ -7,9 +11,15 @@ the logs. The mapping, chosen so that bad input is never a 5xx:
 =========================  ======  ===========================================================
 exception                  status  why
 =========================  ======  ===========================================================
+NotFoundError               404    the coin or run named does not exist; the body lists what does
+ConflictError               409    valid, but not in this state (cancelling a finished run)
 ConfigurationError          422    a setting or parameter is invalid; the message names it
+LimitExceededError          422    a cap (bars, paths, grid ...) is exceeded; ``cap`` says which
 DataIntegrityError          422    submitted data breaks a contract (OHLC, alignment, volume)
-InsufficientDataError       422    the request needs more stored data; ``details`` say how much
+InsufficientDataError       422    the request needs more stored data; the body says how much
+compute SpecError           422    a kernel rejected a parameter (services usually say first)
+compute InputDataError      422    a kernel rejected the data
+BusyError                   503    at capacity for this kind of work; ``Retry-After`` header
 RateLimitedError            429    an exchange asked us to slow down; ``Retry-After`` header
 TemporaryExchangeError      503    a provider failed in a retryable way
 SQLAlchemy DBAPIError       503    the database is down or not migrated (see ``/ready``)
@@ -32,11 +42,16 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from compute.core.errors import ComputeError, SpecError
 from serve_app.observability import current_request_id
 from storage.errors import (
+    BusyError,
     ConfigurationError,
+    ConflictError,
     DataIntegrityError,
     InsufficientDataError,
+    LimitExceededError,
+    NotFoundError,
     RateLimitedError,
     SquallError,
     TemporaryExchangeError,
@@ -84,13 +99,25 @@ def error_response(
 
 
 # Most specific first: the first class in an exception's MRO found here decides.
-_SQUALL_STATUS: dict[type[SquallError], tuple[int, str]] = {
-    ConfigurationError: (422, "configuration_error"),
-    DataIntegrityError: (422, "data_integrity"),
-    InsufficientDataError: (422, "insufficient_data"),
-    RateLimitedError: (429, "rate_limited"),
-    TemporaryExchangeError: (503, "temporarily_unavailable"),
+_SQUALL_STATUS: dict[type[SquallError], int] = {
+    NotFoundError: 404,
+    ConflictError: 409,
+    LimitExceededError: 422,
+    ConfigurationError: 422,
+    DataIntegrityError: 422,
+    InsufficientDataError: 422,
+    BusyError: 503,
+    RateLimitedError: 429,
+    TemporaryExchangeError: 503,
 }
+
+
+def status_of(exc: SquallError) -> int:
+    """The HTTP status of a squall error (500 for a kind not in the table: a bug)."""
+    for cls in type(exc).__mro__:
+        if cls in _SQUALL_STATUS:
+            return _SQUALL_STATUS[cls]
+    return 500
 
 
 async def _api_error(_: Request, exc: Exception) -> Response:
@@ -99,21 +126,26 @@ async def _api_error(_: Request, exc: Exception) -> Response:
 
 
 async def _squall_error(_: Request, exc: Exception) -> Response:
-    for cls in type(exc).__mro__:
-        if cls in _SQUALL_STATUS:
-            status, code = _SQUALL_STATUS[cls]
-            break
-    else:
-        status, code = 500, "internal_error"
-    extra: dict[str, Any] = {}
+    assert isinstance(exc, SquallError)
+    status = status_of(exc)
+    code = exc.code if status != 500 else "internal_error"
+    extra: dict[str, Any] = dict(exc.extra)
     headers: dict[str, str] = {}
-    if isinstance(exc, InsufficientDataError):
+    if isinstance(exc, InsufficientDataError) and exc.details is not None:
         extra["details"] = exc.details
-    if isinstance(exc, RateLimitedError):
+    if isinstance(exc, RateLimitedError | BusyError):
         retry = 1 if exc.retry_after_s is None else max(1, math.ceil(exc.retry_after_s))
         headers["Retry-After"] = str(retry)
         extra["retry_after_s"] = retry
-    return error_response(status, code, str(exc), headers, **extra)
+    return error_response(status, code, exc.message or str(exc), headers, **extra)
+
+
+async def _compute_error(_: Request, exc: Exception) -> Response:
+    """A kernel's own check that a service did not translate: still the caller's input."""
+    assert isinstance(exc, ComputeError)
+    if isinstance(exc, SpecError):
+        return error_response(422, "invalid_parameter", f"{exc}; fix that parameter")
+    return error_response(422, "data_integrity", f"the data cannot be used: {exc}")
 
 
 async def _database_error(_: Request, exc: Exception) -> Response:
@@ -177,6 +209,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error the uniform shape."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(SquallError, _squall_error)
+    app.add_exception_handler(ComputeError, _compute_error)
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

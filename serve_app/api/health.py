@@ -11,12 +11,12 @@ from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from serve_app.api.deps import EngineDep, SettingsDep
 from serve_app.api.errors import error_response
-from serve_app.api.models import (
+from serve_app.api.schemas.health import (
     DatabaseHealth,
     HealthResponse,
     IngestionHealth,
@@ -27,12 +27,12 @@ from serve_app.api.models import (
     RevisionOut,
     SeriesHealth,
 )
-from serve_app.api.timefmt import iso
-from serve_app.api.version import package_version
 from serve_app.ingest import supervisor_status
 from serve_app.settings import Settings
+from serve_app.timefmt import iso
+from serve_app.version import package_version
 from storage.candles import CandleRepository
-from storage.engine import redact_url
+from storage.engine import ping, redact_url
 from storage.intervals import interval_seconds
 from storage.migrate import current_revision, head_revision
 
@@ -99,10 +99,7 @@ def _database(engine: Engine) -> DatabaseHealth:
     backend = engine.dialect.name
     url = redact_url(engine.url.render_as_string(hide_password=False))
     try:
-        with engine.connect() as conn:
-            start = time.perf_counter()
-            conn.execute(text("SELECT 1"))
-            latency_ms = (time.perf_counter() - start) * 1000
+        latency_ms = ping(engine)
         current = current_revision(engine)
     except Exception as exc:
         return DatabaseHealth(

@@ -1,6 +1,8 @@
-"""Market data routes: coins and their coverage, candles, the latest snapshot, gap reports.
+"""Market data routes: coins and their coverage, candles, the latest snapshot, gap reports,
+and the derivatives microstructure of a coin.
 
-Thin by design: validate the request, call a storage repository, map the result.
+Thin by design: validate the request (``serve_app.services.inputs``), read through a storage
+repository or a service, map the result.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingestion.gaps import gap_report
@@ -25,25 +26,27 @@ from serve_app.api.candles_io import (
     negotiate,
 )
 from serve_app.api.deps import SessionDep, SessionFactoryDep, SettingsDep, db_limiter
-from serve_app.api.errors import ApiError
-from serve_app.api.models import (
+from serve_app.api.schemas.common import ErrorBody
+from serve_app.api.schemas.market import (
     CandlesResponse,
     CoinOut,
     CoinsResponse,
-    ErrorBody,
     GapOut,
     GapsResponse,
+    MicrostructureResponse,
     SeriesCoverageOut,
     SeriesGapsOut,
     SnapshotOut,
 )
-from serve_app.api.timefmt import iso, parse_time
+from serve_app.services import market
+from serve_app.services.inputs import check_interval, check_limit, parse_range, resolve_coin
 from serve_app.settings import Settings
+from serve_app.timefmt import iso
 from storage.candle_reads import read_candle_columns
 from storage.candles import CandleRepository
 from storage.engine import is_sqlite
+from storage.errors import NotFoundError
 from storage.intervals import INTERVAL_SECONDS
-from storage.models import Candle, MarketSnapshot
 from storage.snapshots import SnapshotRepository
 
 router = APIRouter(prefix="/market", tags=["market"])
@@ -61,76 +64,6 @@ CoinQuery = Annotated[
 IntervalQuery = Annotated[
     str, Query(description=f"bar interval: {', '.join(INTERVAL_SECONDS)}", examples=["1h"])
 ]
-
-
-# ------------------------------------------------------------------------------ validation
-def known_coins(session: Session, settings: Settings) -> list[str]:
-    """Configured coins, then coins that are only stored (candles or snapshots)."""
-    stored = set(session.scalars(select(Candle.coin).distinct()))
-    stored |= set(session.scalars(select(MarketSnapshot.coin).distinct()))
-    extra = sorted(stored - set(settings.coins))
-    return [*settings.coins, *extra]
-
-
-def resolve_coin(session: Session, settings: Settings, coin: str) -> str:
-    """The coin upper-cased if configured or stored; 404 listing the known coins otherwise."""
-    name = coin.strip().upper()
-    if name in settings.coins:
-        return name
-    for model in (Candle, MarketSnapshot):
-        if session.scalar(select(model.coin).where(model.coin == name).limit(1)) is not None:
-            return name
-    known = known_coins(session, settings)
-    raise ApiError(
-        404,
-        "unknown_coin",
-        f"unknown coin {coin!r}; known coins: {', '.join(known)}",
-        parameter="coin",
-        known_coins=known,
-    )
-
-
-def check_interval(interval: str) -> str:
-    if interval in INTERVAL_SECONDS:
-        return interval
-    valid = list(INTERVAL_SECONDS)
-    raise ApiError(
-        422,
-        "unknown_interval",
-        f"unknown interval {interval!r}; valid intervals: {', '.join(valid)}",
-        parameter="interval",
-        valid_intervals=valid,
-    )
-
-
-def check_limit(limit: int | None, settings: Settings) -> int:
-    cap = settings.max_candles_per_request
-    if limit is None:
-        return min(settings.default_candle_limit, cap)
-    if not 1 <= limit <= cap:
-        raise ApiError(
-            422,
-            "limit_out_of_range",
-            f"limit must be between 1 and {cap} (the cap on candles per request), got {limit}; "
-            "page with start= to read more",
-            parameter="limit",
-            max_limit=cap,
-        )
-    return limit
-
-
-def parse_range(start: str | None, end: str | None) -> tuple[int | None, int | None]:
-    """``start`` and ``end`` as unix seconds (either may be omitted); 422 if start > end."""
-    start_s = None if start is None else parse_time(start, "start")
-    end_s = None if end is None else parse_time(end, "end")
-    if start_s is not None and end_s is not None and start_s > end_s:
-        raise ApiError(
-            422,
-            "invalid_range",
-            f"start ({iso(start_s)}) is after end ({iso(end_s)}); swap them or drop one",
-            parameter="start",
-        )
-    return start_s, end_s
 
 
 # ---------------------------------------------------------------------------------- routes
@@ -264,11 +197,10 @@ def get_snapshot(settings: SettingsDep, session: SessionDep, coin: CoinQuery) ->
     name = resolve_coin(session, settings, coin)
     snap = SnapshotRepository(session).latest(name)
     if snap is None:
-        raise ApiError(
-            404,
-            "snapshot_not_found",
+        raise NotFoundError(
             f"no market snapshot stored for {name} yet; snapshots appear once ingestion "
             "has polled the market for this coin",
+            code="snapshot_not_found",
             parameter="coin",
         )
     return SnapshotOut(
@@ -333,3 +265,29 @@ def get_gaps(
         for r in gap_report(session, name, iv)
     ]
     return GapsResponse(reports=reports)
+
+
+@router.get(
+    "/microstructure",
+    response_model=MicrostructureResponse,
+    summary="Funding, open interest, basis and realized vol of one coin",
+    responses={**_ERRORS, 422: {"model": ErrorBody, "description": "invalid window or time"}},
+)
+def get_microstructure(
+    *,
+    settings: SettingsDep,
+    sessions: SessionFactoryDep,
+    coin: CoinQuery,
+    window: Annotated[
+        str, Query(max_length=20, description="look-back window: 8h, 1d, 7d ... (1h to 365d)")
+    ] = "1d",
+    end: Annotated[
+        str | None, Query(description="use observations at or before this time; omitted: latest")
+    ] = None,
+) -> MicrostructureResponse:
+    """From stored derivatives data: the latest funding rate (annualised = rate x settlements
+    per year, 1,095 for 8h funding) and its mean over the window; open interest and its change
+    over the window; the mark-vs-index basis of the latest snapshot; realized vol and vol of
+    vol from 1h candles. A piece that is not stored is null with a ``reason``."""
+    body = market.microstructure(sessions, settings, coin, window, end)
+    return MicrostructureResponse.model_validate(body)

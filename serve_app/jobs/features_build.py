@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from serve_app.features import materialize_blocks, plan_blocks
+from serve_app.services.features import materialize_blocks, plan_blocks
 from serve_app.settings import Settings, get_settings
 from storage.engine import make_engine, session_factory
 

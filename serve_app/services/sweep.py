@@ -230,6 +230,22 @@ def job_client(address: str) -> Any:
     return JobSubmissionClient(address)
 
 
+AGENT_WAIT_S = 30.0  # a cluster that just started may not have its job agent yet
+
+
+def _submit_job(address: str, **job: Any) -> str:
+    """Submit with Ray's job API; while the cluster's job agent is still starting ("No
+    available agent"), retry for up to ``AGENT_WAIT_S``."""
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return str(job_client(address).submit_job(**job))
+        except Exception as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def submit(
     spec: SweepSpec,
     settings: Settings,
@@ -274,9 +290,9 @@ def submit(
         if upload:
             runtime_env["working_dir"] = str(ROOT)
             runtime_env["excludes"] = _UPLOAD_EXCLUDES
-        client = job_client(target)
         try:
-            job_id = client.submit_job(
+            job_id = _submit_job(
+                target,
                 entrypoint=f"{python} -m serve_app.jobs.sweep --run-id {run_id}",
                 runtime_env=runtime_env,
                 metadata={"squall_run_id": run_id, "name": spec.name},

@@ -28,8 +28,6 @@ FORBIDDEN_MODULES = {
     "serve_app",
     "migrations",
 }
-# DESIGN.md: "one module may hold the Ray fan-out" (chunking, ray.put once, bounded ray.wait)
-RAY_FANOUT = {"ray"}
 FORBIDDEN_CALLS = {"open", "print", "input", "exec", "eval", "hash"}
 
 
@@ -43,10 +41,7 @@ def test_compute_modules_do_no_io_and_read_no_clock() -> None:
                 names = [a.name.split(".")[0] for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module.split(".")[0]]
-            allowed = RAY_FANOUT if path.name == "fanout.py" else set()
-            problems += [
-                f"{path.name}: imports {n}" for n in names if n in FORBIDDEN_MODULES - allowed
-            ]
+            problems += [f"{path.name}: imports {n}" for n in names if n in FORBIDDEN_MODULES]
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Name)

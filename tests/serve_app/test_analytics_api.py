@@ -20,16 +20,15 @@ from compute.core.labels import TrendRegime, VolRegime
 from compute.indicators.pipeline import compute_indicators
 from compute.indicators.registry import MAX_ITEMS, REGISTRY, parse_indicator_spec
 from serve_app.api import create_app
-from serve_app.api.models import (
+from serve_app.api.schemas.analytics import (
     FeaturesResponse,
     IndicatorsResponse,
-    InsufficientDataBody,
-    InvalidSpecBody,
-    MicrostructureResponse,
     RegimesResponse,
     SignalsResponse,
 )
-from serve_app.features import feature_set, materialize
+from serve_app.api.schemas.common import InsufficientDataBody, InvalidSpecBody
+from serve_app.api.schemas.market import MicrostructureResponse
+from serve_app.services.features import feature_set, materialize
 from serve_app.settings import Settings
 from storage.candles import CandleRepository
 from storage.derivatives import FundingRepository, OpenInterestRepository

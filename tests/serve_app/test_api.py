@@ -358,7 +358,7 @@ def _raising_app(tmp_path: Path) -> FastAPI:
     errors: dict[str, Exception] = {
         "config": ConfigurationError("coins must not be empty"),
         "integrity": DataIntegrityError("row 3 has high below low"),
-        "insufficient": InsufficientDataError("need 30 bars", needed=30, found=3),
+        "insufficient": InsufficientDataError("need 30 bars", details={"needed": 30, "found": 3}),
         "temporary": TemporaryExchangeError("exchange timed out"),
         "limited": RateLimitedError("slow down", retry_after_s=2.5),
         "limited_unknown": RateLimitedError("slow down"),

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from serve_app.api.candles_io import candles_json, candles_json_reference, negotiate
-from serve_app.api.errors import ApiError
-from serve_app.api.timefmt import iso, iso_array, parse_time
+from serve_app.timefmt import iso, iso_array, parse_time
 from storage.candle_reads import CandleColumns
+from storage.errors import ConfigurationError
 
 HEADER = {"coin": "BTC", "interval": "1m", "quote_asset": "USDT"}
 
@@ -71,9 +71,9 @@ def test_parse_time_accepts_iso_and_unix(text: str, expected: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "now", "2024-02-30", "1709251200000", "-1", "1e5"])
 def test_parse_time_rejects_with_422(text: str) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ConfigurationError) as info:
         parse_time(text, "end")
-    assert info.value.status == 422 and info.value.code == "invalid_time"
+    assert info.value.code == "invalid_time"
     assert "end=" in info.value.message
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from compute.indicators.pipeline import compute_indicators
 from ingestion.fileimport import parse_candle_file
-from serve_app.features import (
+from serve_app.services.features import (
     BLOCK,
     LOOKBACK,
     compute_blocks,

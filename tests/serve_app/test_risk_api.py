@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app import risk_service as svc
 from serve_app.api import create_app
+from serve_app.services import risk as svc
 from serve_app.settings import Settings
 from storage.engine import make_engine, session_factory, transaction
 from tests.serve_app.factories import T0, seed

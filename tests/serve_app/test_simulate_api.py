@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serve_app.api import create_app
-from serve_app.api.simulate_models import MAX_PATH_STEPS
+from serve_app.services.requests.simulation import MAX_PATH_STEPS
 from serve_app.settings import Settings
 from tests.compute.conftest import load_candles
 from tests.serve_app.factories import HOUR, T0, seed
@@ -70,12 +70,12 @@ def test_async_run_answers_202_and_reports_progress(client: TestClient) -> None:
     r = client.post("/risk/simulate", json=body(mode="async", paths=3000))
     assert r.status_code == 202, r.text
     run = r.json()
-    assert run["status"] == "running" and run["poll"] == f"/risk/simulations/{run['run_id']}"
+    assert run["status"] == "queued" and run["poll"] == f"/risk/simulations/{run['run_id']}"
     deadline = time.monotonic() + 60
     while True:
         got = client.get(run["poll"]).json()
         assert got["progress"]["total"] == 3000
-        if got["status"] != "running":
+        if got["status"] not in ("queued", "running"):
             break
         assert time.monotonic() < deadline
         time.sleep(0.1)

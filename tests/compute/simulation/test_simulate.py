@@ -1,13 +1,13 @@
 """Path statistics: the chunk kernel against NumPy references path by path, the histogram
-quantiles against ``np.quantile``, exact merging, determinism across worker counts (Ray,
-1/2/4 tasks) and reruns byte for byte, the regime generator's fat tails and volatility
-clustering, and ES_99 / max-drawdown percentiles on real BTC returns against ``arch``."""
+quantiles against ``np.quantile``, exact merging, reruns byte for byte (the same bits across
+worker counts: tests/serve_app/test_execution.py), the regime generator's fat tails and
+volatility clustering, and ES_99 / max-drawdown percentiles on real BTC returns against
+``arch``."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,7 +17,6 @@ from compute.simulation import bootstrap, prng, shocks
 from compute.simulation import markov as regime_gen
 from compute.simulation import paths as simulate
 from compute.simulation import reference as ref
-from serve_app.execution import chunks as fanout
 from tests.compute.conftest import load_candles
 
 KEY = 4242
@@ -83,7 +82,7 @@ def test_statistics_agree_with_numpy_quantiles_of_the_same_paths() -> None:
     rng = np.random.default_rng(2)
     src = rng.standard_t(4, 800) * 0.03
     job = _job(src, 3000, 60)
-    res = simulate.finalize(fanout.run_local(job), job.layout)
+    res = simulate.finalize(simulate.run_chunks(job, 0, job.n_chunks), job.layout)
     # the same paths through the reference, chunk by chunk
     parts = []
     for i in range(job.n_chunks):
@@ -129,28 +128,6 @@ def test_merging_chunks_in_any_grouping_gives_identical_bits() -> None:
     a = json.dumps(simulate.finalize(whole, job.layout))
     b = json.dumps(simulate.finalize(merged, job.layout))
     assert a == b
-
-
-@pytest.fixture(scope="module")
-def ray_runtime() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.mark.ray
-def test_same_bits_on_1_2_4_tasks_and_reruns(ray_runtime: None) -> None:
-    rng = np.random.default_rng(4)
-    spec = shocks.ShockSpec(gap_size=-0.1, gap_prob=0.01, leverage=2, maintenance_margin=0.1)
-    job = _job(rng.standard_t(3, 500) * 0.02, 9000, 50, spec=spec)
-    assert job.n_chunks == 9  # 1024-path chunks, the last one partial
-    outs = [
-        json.dumps(simulate.finalize(fanout.run(job, tasks=n, max_in_flight=2), job.layout))
-        for n in (1, 2, 4, 4)
-    ]
-    local = json.dumps(simulate.finalize(fanout.run_local(job), job.layout))
-    assert len(set([*outs, local])) == 1
 
 
 def test_regime_generator_matches_reference_and_has_fat_tails_and_clustering() -> None:
@@ -231,7 +208,7 @@ def test_es99_and_drawdowns_on_btc_agree_with_arch_within_monte_carlo_error() ->
     block = round(bootstrap.politis_white(src)[1])
     horizon, n = 365, 6000
     job = _job(src, n, horizon, block=float(block), seed=11)
-    ours = simulate.finalize(fanout.run_local(job), job.layout)
+    ours = simulate.finalize(simulate.run_chunks(job, 0, job.n_chunks), job.layout)
     # arch: one bootstrap index set per path, statistics in NumPy
     cbb = CircularBlockBootstrap(block, np.zeros(src.size), seed=5)
     rows = []

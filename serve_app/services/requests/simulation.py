@@ -1,17 +1,16 @@
-"""Request and response models of the stress-simulation API (``/risk/simulate``).
+"""The request of a stress simulation (``POST /risk/simulate``, ``squall simulate``).
 
-JSON bodies only, ``extra="forbid"`` everywhere: a misspelt field is a 422 naming it. Caps
-(paths, horizon, path-steps, source length) are checked by the model itself, so nothing is
-computed or submitted for a request beyond them.
+Caps (paths, horizon, path-steps, source length) are checked by the model itself, so nothing
+is computed or submitted for a request beyond them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve_app.api.backtest_models import BacktestRunRequest
+from serve_app.services.requests.backtest import BacktestRunRequest
 
 MAX_PATHS = 10_000_000
 MAX_HORIZON = 3_650
@@ -233,20 +232,3 @@ class SimulateRequest(_Body):
                 f"{MAX_PATH_STEPS:,} path-steps; ask for fewer paths or a shorter horizon"
             )
         return self
-
-
-class SimulationResponse(_Body):
-    """A simulation run: status, progress and (once done) the result."""
-
-    run_id: str = Field(description="registry id (kind simulation)")
-    status: Literal["queued", "running", "succeeded", "failed"] = Field(description="run state")
-    progress: dict[str, int] | None = Field(None, description="paths done / total")
-    poll: str | None = Field(None, description="where to poll an asynchronous run")
-    result: dict[str, Any] | None = Field(None, description="statistics (docs/risk-simulation.md)")
-    used: dict[str, Any] | None = Field(
-        None,
-        description="what was used: source, seed, block length, regime model, shocks, "
-        "PRNG, chunking, code version",
-    )
-    timings: dict[str, float] | None = Field(None, description="seconds per phase")
-    error: str | None = Field(None, description="why a failed run failed")
