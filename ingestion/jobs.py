@@ -4,6 +4,9 @@ A job never trusts memory for where it is: every run reads the series' last stor
 (the cursor) from the database, fetches from a little before it (overlap) up to now, and
 upserts page by page, each page its own transaction. Killing a job anywhere leaves whole pages
 only, and the idempotent upsert makes the overlap harmless: no duplicates, no holes.
+A candle job writes only into a series its provider's source owns (``storage.series``): a
+series of another source makes every run fail with ``SourceConflictError`` before anything is
+fetched, which the job's stats (and so ``/health``) report as its ``last_error``.
 Jobs are plain objects (no Ray, no asyncio) so they can be tested directly; the supervisor
 actor schedules them.
 """
@@ -24,6 +27,7 @@ from storage.candles import CandleRepository
 from storage.derivatives import FundingRepository, OpenInterestRepository
 from storage.engine import transaction
 from storage.intervals import interval_seconds
+from storage.series import SeriesRepository
 from storage.snapshots import SnapshotRepository
 
 Clock = Callable[[], float]
@@ -158,6 +162,8 @@ class CandleJob(Job):
             return CandleRepository(session).latest_ts(self.coin, self.interval)
 
     def _work(self, now: int) -> int:
+        with self.sessions() as session:  # refuse before fetching; the upsert checks again
+            SeriesRepository(session).check(self.coin, self.interval, self.provider.source)
         latest = self.cursor()
         last_closed = (now // self.step - 1) * self.step  # open time of the newest closed bar
         if latest is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from serve_app.settings import Settings, get_settings
-from storage.errors import SquallError
+from storage.errors import SourceConflictError, SquallError
 
 
 def iso(ts: int) -> str:
@@ -47,8 +47,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from ingestion.fileimport import infer_coin_interval, parse_candle_file
     from storage import migrate
-    from storage.candles import CandleRepository
-    from storage.engine import make_engine, session_factory, transaction
+    from storage.engine import make_engine, session_factory
 
     migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -92,14 +91,12 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                 report["status"] = "aborted: rows rejected and --strict given; nothing written"
                 failed = True
             else:
-                with transaction(sessions) as session:
-                    result = CandleRepository(session).upsert(parsed.frame)
-                report.update(
-                    inserted=result.inserted,
-                    updated=result.updated,
-                    unchanged=result.unchanged,
-                    status="ok",
-                )
+                try:
+                    report.update(_write_import(sessions, parsed.frame, args.replace_source))
+                except SourceConflictError as exc:  # refused: this file wrote nothing
+                    print(f"squall: {path}: {exc}", file=sys.stderr)
+                    report.update(status="refused: nothing written", error=str(exc))
+                    failed = True
             reports.append(report)
     finally:
         engine.dispose()
@@ -113,11 +110,56 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                 f"updated {r.get('updated', 0)}, unchanged {r.get('unchanged', 0)}, "
                 f"duplicates {r['duplicates']}, rejected {r['rejected']} {r['status']}"
             )
+            if r.get("replaced_source") is not None:
+                print(f"  {_replacement_line(r)}")
             for reason, n in sorted(r["rejected_by_reason"].items()):
                 print(f"  rejected {reason}: {n}")
             for ex in r["rejected_examples"]:
                 print(f"    line {ex['line']}: {ex['reason']}: {ex['detail']}")
     return 1 if failed else 0
+
+
+def _write_import(sessions: Any, frame: Any, replace_source: bool) -> dict[str, Any]:
+    """Upsert one parsed file in one transaction; with ``replace_source`` it takes the series."""
+    from storage.candles import CandleRepository
+    from storage.engine import transaction
+    from storage.series import SeriesRepository
+
+    out: dict[str, Any] = {}
+    with transaction(sessions) as session:
+        owners = SeriesRepository(session)
+        if frame.empty:
+            result = CandleRepository(session).upsert(frame)
+        else:
+            coin, interval = str(frame["coin"].iloc[0]), str(frame["interval"].iloc[0])
+            previous = owners.source_of(coin, interval)
+            result = CandleRepository(session).upsert(frame, replace_source=replace_source)
+            info = owners.get(coin, interval)
+            assert info is not None
+            out.update(source=info.source, foreign_rows=info.foreign_rows)
+            if replace_source:
+                out.update(
+                    replaced_source=previous or "none",
+                    replaced_range=[iso(int(frame["ts"].min())), iso(int(frame["ts"].max()))],
+                    replaced=result.replaced,
+                    removed=result.removed,
+                )
+    out.update(
+        inserted=result.inserted, updated=result.updated, unchanged=result.unchanged, status="ok"
+    )
+    return out
+
+
+def _replacement_line(r: dict[str, Any]) -> str:
+    """One line saying what --replace-source changed."""
+    first, last = r["replaced_range"]
+    left = r["foreign_rows"]
+    rest = f"; {left} rows of other sources remain outside that range" if left else ""
+    return (
+        f"--replace-source: series source {r['replaced_source']} -> {r['source']}; "
+        f"{first} .. {last}: {r['replaced']} rows rewritten, {r['removed']} removed "
+        f"({r['replaced'] + r['removed']} changed){rest}"
+    )
 
 
 # ---------------------------------------------------------------------------------- gaps
@@ -192,41 +234,66 @@ def _repair(args: argparse.Namespace, settings: Settings, series: list[tuple[str
     from serve_app.settings import ingest_config
     from storage import migrate
     from storage.engine import make_engine, session_factory
+    from storage.series import is_exchange
 
     migrate.upgrade(settings.database_url)
     provider = build_provider(ingest_config(settings))
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
     reports = []
+    refused: list[dict[str, str]] = []
     try:
         for coin, interval in series:
-            if getattr(args, "start", None) is not None:
-                report = backfill(
-                    provider,
-                    sessions,
-                    coin,
-                    interval,
-                    start=parse_time(args.start),
-                    end=parse_time(args.end),
-                )
-            else:
-                report = fix_gaps(provider, sessions, coin, interval)
+            try:
+                if getattr(args, "start", None) is not None:
+                    report = backfill(
+                        provider,
+                        sessions,
+                        coin,
+                        interval,
+                        start=parse_time(args.start),
+                        end=parse_time(args.end),
+                        replace_source=args.replace_source,
+                    )
+                else:
+                    report = fix_gaps(provider, sessions, coin, interval)
+            except SourceConflictError as exc:  # refused before anything was written
+                print(f"squall: {exc}", file=sys.stderr)
+                refused.append({"coin": coin, "interval": interval, "error": str(exc)})
+                continue
             reports.append(report)
     finally:
         provider.close()
         engine.dispose()
+    status = 1 if refused else 0
     if args.json:
-        _print_json([r.as_dict() for r in reports])
-        return 0
+        _print_json([r.as_dict() for r in reports] + refused)
+        return status
     for r in reports:
         print(
             f"{r.coin} {r.interval}: gaps_found {r.gaps_found}, gaps_fixed {r.gaps_fixed}, "
             f"candles_added {r.candles_added}, remaining {len(r.remaining)} "
-            f"(known exchange outages skipped: {r.known_gaps_skipped})"
+            f"(known exchange outages skipped: {r.known_gaps_skipped}, "
+            f"recorded: {r.known_gaps_recorded})"
         )
+        if r.previous_source is not None and r.previous_source != r.source:
+            changed = r.replaced + r.removed
+            print(
+                f"  --replace-source: series source {r.previous_source} -> {r.source}: "
+                f"{r.replaced} rows rewritten, {r.removed} removed ({changed} changed)"
+                if changed or r.candles_added
+                else f"  --replace-source: {r.source} has no data in the range; the series "
+                f"stays {r.previous_source}'s, nothing changed"
+            )
+        outage = is_exchange(r.source)
         for g in r.remaining:
-            print(f"  no data at the source: {iso(g.start)} .. {iso(g.end)} ({g.missing} bars)")
-    return 0
+            what = (
+                "no data at the source (exchange outage)"
+                if outage
+                else f"not served by {r.source} (not an exchange: not recorded as an outage)"
+            )
+            print(f"  {what}: {iso(g.start)} .. {iso(g.end)} ({g.missing} bars)")
+    return status
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
@@ -271,6 +338,13 @@ def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     return run_sweep_command(args, settings)
 
 
+_REPLACE_HELP = (
+    "the series may belong to another source: make it this one's, rewriting the range from "
+    "the first to the last new bar so that it holds exactly the new rows (rows outside it "
+    "are untouched); prints how many rows it changed"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squall", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -294,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--coin", help="base asset, e.g. BTC (default: from the file name)")
     imp.add_argument("--interval", help="bar interval, e.g. 4h (default: from the file name)")
     imp.add_argument("--strict", action="store_true", help="write nothing if any row is rejected")
+    imp.add_argument("--replace-source", action="store_true", help=_REPLACE_HELP)
     imp.add_argument("--json", action="store_true", help="machine-readable summary")
     imp.set_defaults(func=cmd_import)
 
@@ -311,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--interval", required=True)
     fill.add_argument("--start", required=True, help="unix seconds or ISO-8601 (UTC)")
     fill.add_argument("--end", required=True, help="unix seconds or ISO-8601 (UTC)")
+    fill.add_argument("--replace-source", action="store_true", help=_REPLACE_HELP)
     fill.add_argument("--json", action="store_true")
     fill.set_defaults(func=cmd_backfill)
 

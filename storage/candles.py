@@ -6,6 +6,8 @@ Python) into a temporary staging table, then merged with one ``INSERT … ON CON
 SQLite: existing rows in the batch's range are read once and compared in NumPy; only new and
 changed rows are written, with ``INSERT … ON CONFLICT DO UPDATE``.
 Both leave unchanged rows untouched, so writing the same page twice changes nothing.
+Before any row of a series is written, the series is claimed for the batch's source
+(``storage.series``): rows of another source than the series' owner are refused.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from sqlalchemy.orm import Session
 
 from storage.candle_reads import fetch_candle_rows
 from storage.columns import CANDLE_COLUMNS, CANDLE_VALUES
+from storage.errors import DataIntegrityError
 from storage.intervals import interval_seconds
 from storage.models import Candle
+from storage.series import SeriesRepository, source_family
 from storage.validation import prepare_candles
 
 _NUMERIC = ("ts", *CANDLE_VALUES)
@@ -41,6 +45,11 @@ class UpsertResult:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    #: stored rows of another source rewritten with the new source's bar (``replace_source``,
+    #: or the owner writing over the foreign rows of a mixed series)
+    replaced: int = 0
+    #: ``replace_source`` only: stored rows of the span deleted (the new rows lack that bar)
+    removed: int = 0
 
     def __add__(self, other: UpsertResult) -> UpsertResult:
         return UpsertResult(
@@ -177,11 +186,19 @@ class CandleRepository:
         return self.session.get_bind().dialect.name
 
     # ----------------------------------------------------------------------------- writes
-    def upsert(self, frame: pd.DataFrame, *, now: int | None = None) -> UpsertResult:
+    def upsert(
+        self, frame: pd.DataFrame, *, now: int | None = None, replace_source: bool = False
+    ) -> UpsertResult:
         """Insert new candles, update changed ones, leave identical ones alone.
 
         The whole batch is validated first (``DataIntegrityError`` names the first bad row and
-        nothing is written); duplicate keys inside the batch are dropped, last wins.
+        nothing is written); duplicate keys inside the batch are dropped, last wins. Each
+        series in the batch is then claimed for the batch's source family before any of its
+        rows is written (``storage.series``): a series owned by another source raises
+        ``SourceConflictError`` and the transaction writes nothing. With ``replace_source``
+        the batch's source takes the series over instead: inside the span of its bars the
+        series afterwards holds exactly the batch (``replaced`` / ``removed`` count what it
+        changed); rows outside the span are untouched.
         """
         prepared = prepare_candles(frame)
         received = len(frame)
@@ -190,13 +207,37 @@ class CandleRepository:
             return result
         stamp = int(time.time()) if now is None else now
         write = self._upsert_pg if self._dialect == "postgresql" else self._upsert_sqlite
-        for (coin, interval, source), group in prepared.groupby(
-            ["coin", "interval", "source"], sort=False
-        ):
-            inserted, updated = write(group, str(coin), str(interval), str(source), stamp)
-            result = result + UpsertResult(
-                inserted=inserted, updated=updated, unchanged=len(group) - inserted - updated
-            )
+        owners = SeriesRepository(self.session)
+        # one claim per series, always in (coin, interval) order: concurrent writers of
+        # several series lock them in the same order and cannot deadlock
+        for (coin_key, interval_key), group in prepared.groupby(["coin", "interval"], sort=True):
+            coin, interval = str(coin_key), str(interval_key)
+            sources = sorted(str(s) for s in group["source"].unique())
+            families = sorted({source_family(s) for s in sources})
+            if len(families) > 1:
+                raise DataIntegrityError(
+                    f"batch rejected, nothing written: its {coin} {interval} rows come from "
+                    f"several sources ({', '.join(sources)}); a series holds one source"
+                )
+            replaced = removed = 0
+            if replace_source:
+                ts = group["ts"].to_numpy(np.int64)
+                done = owners.replace_source(coin, interval, sources[0], ts, now=stamp)
+                replaced, removed = done.rewritten, done.removed
+            info = owners.claim(coin, interval, sources[0], rows=len(group), now=stamp)
+            if info.foreign_rows and not replace_source:  # a mixed series: the owner's
+                replaced = owners.evict_foreign(  # bars replace the foreign rows at them
+                    coin, interval, sources[0], group["ts"].to_numpy(np.int64)
+                )
+            for source, part in group.groupby("source", sort=True):
+                inserted, updated = write(part, coin, interval, str(source), stamp)
+                result = result + UpsertResult(
+                    inserted=inserted, updated=updated, unchanged=len(part) - inserted - updated
+                )
+            # rows rewritten by a replacement were deleted and written again: not new bars
+            result = result + UpsertResult(inserted=-replaced, replaced=replaced, removed=removed)
+            if replace_source or info.foreign_rows:
+                owners.refresh_foreign_rows(coin, interval)
         return result
 
     def _upsert_pg(
@@ -399,12 +440,13 @@ class CandleRepository:
         return [(int(a), int(b)) for a, b in self.session.execute(sql, params)]
 
     def delete_series(self, coin: str, interval: str) -> int:
-        """Remove one series (used by tests and re-imports); returns rows deleted."""
+        """Remove one series and its owner (tests, re-imports); returns candles deleted."""
         from sqlalchemy import delete
 
         res = self.session.execute(
             delete(Candle).where(Candle.coin == coin, Candle.interval == interval)
         )
+        SeriesRepository(self.session).forget(coin, interval)
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 

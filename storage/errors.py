@@ -99,3 +99,44 @@ class RateLimitedError(TemporaryExchangeError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class SourceConflictError(DataIntegrityError):
+    """Rows of one source were about to go into a series another source owns.
+
+    A (coin, interval) series holds one source (see ``storage.series``). The message names the
+    series, the source that owns it, the source that was refused, and the remedies; nothing of
+    the refused batch is written.
+    """
+
+    default_code = "source_conflict"
+
+    def __init__(
+        self,
+        coin: str,
+        interval: str,
+        owner: str,
+        attempted: str,
+        *,
+        rows: int | None = None,
+        stored: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.coin, self.interval, self.owner, self.attempted = coin, interval, owner, attempted
+        what = "rows" if rows is None else f"{rows} row{'' if rows == 1 else 's'}"
+        given = f" ({detail})" if detail and detail != attempted else ""
+        held = f" ({stored})" if stored else ""
+        syn = f"SYN-{coin.removeprefix('SYN-')}"
+        super().__init__(
+            f"{coin} {interval} belongs to source {owner!r}{held}; refusing to write {what} "
+            f"of source {attempted!r}{given} into it: a series holds one source, and nothing "
+            "was written. Remedies: use another database (SQUALL_DATABASE_URL); or keep the "
+            f"two apart under another coin name, e.g. {syn} for the synthetic market "
+            "(SQUALL_COINS) or `squall import --coin NAME`; or pass --replace-source to "
+            f"`squall import` / `squall backfill`, which rewrites the overlapping time range "
+            f"with the {attempted!r} rows, makes {attempted!r} the series' source and reports "
+            "how many rows it changed.",
+            series=f"{coin} {interval}",
+            owner_source=owner,
+            attempted_source=attempted,
+        )

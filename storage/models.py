@@ -80,6 +80,35 @@ class Candle(Base):
     ingested_at: Mapped[int] = mapped_column(BigInteger, comment="unix seconds UTC")
 
 
+class Series(Base):
+    """Who owns a (coin, interval) candle series: the one source whose rows it may hold.
+
+    ``source`` is a source *family* (``storage.series.source_family``): ``synthetic``,
+    ``file`` (every file layout), ``binance:spot``, ``binance:um``, ... ``foreign_rows``
+    counts the rows of other families the series still holds (a series that was already mixed
+    when migration 0005 ran, or what a partial ``--replace-source`` left outside its range):
+    0 for a clean series, never hidden.
+    """
+
+    __tablename__ = "series"
+    __table_args__ = (
+        PrimaryKeyConstraint("coin", "interval"),
+        CheckConstraint(CANDLE_CHECKS["interval_known"], name="interval_known"),
+        CheckConstraint("foreign_rows >= 0", name="foreign_rows_nonneg"),
+    )
+
+    coin: Mapped[str] = mapped_column(String(20))
+    interval: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(40), comment="owning source family")
+    created_at: Mapped[int] = mapped_column(BigInteger, comment="unix seconds UTC")
+    source_since: Mapped[int] = mapped_column(
+        BigInteger, comment="unix seconds UTC when this source took the series"
+    )
+    foreign_rows: Mapped[int] = mapped_column(
+        BigInteger, comment="rows of other sources still in the series (0 when clean)"
+    )
+
+
 class MarketSnapshot(Base):
     """A point-in-time market view of one coin: prices, 24h volume, funding, open interest."""
 

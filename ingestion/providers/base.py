@@ -31,6 +31,13 @@ class Provider(Protocol):
 
     name: str
 
+    @property
+    def source(self) -> str:
+        """The ``source`` of the candle rows it returns (``synthetic``, ``file``,
+        ``binance:spot`` ...): a series belongs to one source (``storage.series``), and
+        ingestion checks it before it fetches anything."""
+        ...
+
     def fetch_candles(
         self, coin: str, interval: str, start: int, end: int, *, now: int | None = None
     ) -> pd.DataFrame:

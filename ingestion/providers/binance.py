@@ -138,7 +138,8 @@ class BinanceProvider:
         return self.futures_base_url + futures_path
 
     @property
-    def _source(self) -> str:
+    def source(self) -> str:
+        """The ``source`` of the candle rows: the venue and market, ``binance:spot|um``."""
         return f"binance:{self.market}"
 
     def _now_ms(self, now: int | None) -> int:
@@ -266,7 +267,7 @@ class BinanceProvider:
             else:  # short page: the venue has nothing more up to here; go on after it
                 cursor = max(newest + step_ms, cursor + step_ms)
         closed = closed_klines(rows.values(), step_ms, now_ms)
-        return klines_to_frame(closed, coin.upper(), interval, self._source)
+        return klines_to_frame(closed, coin.upper(), interval, self.source)
 
     def fetch_funding(
         self, coin: str, start: int, end: int, *, now: int | None = None
@@ -375,7 +376,7 @@ class BinanceProvider:
             "volume_quote_24h": ticker.quote_volume,
             "funding_rate": premium.last_funding_rate if premium else None,
             "open_interest": open_interest.open_interest if open_interest else None,
-            "source": self._source,
+            "source": self.source,
         }
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ class FileProvider:
     """Serves closed candles from local files."""
 
     name = "file"
+    source = "file"
 
     def __init__(
         self,

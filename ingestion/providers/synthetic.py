@@ -385,10 +385,13 @@ class SyntheticProvider:
 
     Only closed bars are returned, and none older than ``history_days`` before ``now`` or
     before ``origin`` (a UTC midnight). Any coin name works; ``coins_base_price`` overrides
-    the starting price (BTC 60000, ETH 3000, SOL 150, anything else 100).
+    the starting price (BTC 60000, ETH 3000, SOL 150, anything else 100). ``SYN-BTC`` has
+    BTC's profile under its own random stream: the name that keeps a synthetic series apart
+    from a real BTC in one database.
     """
 
     name = SOURCE
+    source = SOURCE
 
     def __init__(
         self,
@@ -543,7 +546,8 @@ class SyntheticProvider:
         with self._lock:
             model = self._coins.get(coin)
             if model is None:
-                profile = COIN_PROFILES.get(coin, DEFAULT_PROFILE)
+                # SYN-BTC (a synthetic series kept apart from a real BTC) looks like BTC
+                profile = COIN_PROFILES.get(coin.removeprefix("SYN-"), DEFAULT_PROFILE)
                 if coin in self._prices:
                     profile = replace(profile, base_price=self._prices[coin])
                 model = self._coins[coin] = _Coin(self.seed, coin, profile)

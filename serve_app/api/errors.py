@@ -13,6 +13,7 @@ exception                  status  why
 =========================  ======  ===========================================================
 NotFoundError               404    the coin or run named does not exist; the body lists what does
 ConflictError               409    valid, but not in this state (cancelling a finished run)
+SourceConflictError         409    rows of another source for a series (one source a series)
 ConfigurationError          422    a setting or parameter is invalid; the message names it
 LimitExceededError          422    a cap (bars, paths, grid ...) is exceeded; ``cap`` says which
 DataIntegrityError          422    submitted data breaks a contract (OHLC, alignment, volume)
@@ -53,6 +54,7 @@ from storage.errors import (
     LimitExceededError,
     NotFoundError,
     RateLimitedError,
+    SourceConflictError,
     SquallError,
     TemporaryExchangeError,
 )
@@ -102,6 +104,7 @@ def error_response(
 _SQUALL_STATUS: dict[type[SquallError], int] = {
     NotFoundError: 404,
     ConflictError: 409,
+    SourceConflictError: 409,
     LimitExceededError: 422,
     ConfigurationError: 422,
     DataIntegrityError: 422,

@@ -35,6 +35,7 @@ from storage.candles import CandleRepository
 from storage.engine import ping, redact_url
 from storage.intervals import interval_seconds
 from storage.migrate import current_revision, head_revision
+from storage.series import SeriesRepository
 
 router = APIRouter(tags=["health"])
 
@@ -120,6 +121,7 @@ def _series(engine: Engine, settings: Settings, now: int) -> list[SeriesHealth]:
     out = []
     with Session(engine) as session:
         repo = CandleRepository(session)
+        owners = {(o.coin, o.interval): o.source for o in SeriesRepository(session).all()}
         for coin in settings.coins:
             for interval in settings.intervals:
                 latest = repo.latest_ts(coin, interval)
@@ -131,6 +133,7 @@ def _series(engine: Engine, settings: Settings, now: int) -> list[SeriesHealth]:
                         interval=interval,
                         latest_ts=None if latest is None else iso(latest),
                         latest_ts_unix=latest,
+                        source=owners.get((coin, interval)),
                         age_s=age,
                         stale=age is None or age > step + settings.ingest_grace_s,
                     )

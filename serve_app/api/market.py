@@ -47,6 +47,7 @@ from storage.candles import CandleRepository
 from storage.engine import is_sqlite
 from storage.errors import NotFoundError
 from storage.intervals import INTERVAL_SECONDS
+from storage.series import SeriesRepository
 from storage.snapshots import SnapshotRepository
 
 router = APIRouter(prefix="/market", tags=["market"])
@@ -168,7 +169,9 @@ def get_coins(settings: SettingsDep, session: SessionDep) -> CoinsResponse:
     """Configured coins and intervals, with the coverage of every stored series; coins that
     are stored but not configured are listed after them with ``configured: false``."""
     series: dict[str, list[SeriesCoverageOut]] = {}
+    owners = {(o.coin, o.interval): o for o in SeriesRepository(session).all()}
     for cov in CandleRepository(session).coverage():
+        owner = owners.get((cov.coin, cov.interval))
         series.setdefault(cov.coin, []).append(
             SeriesCoverageOut(
                 interval=cov.interval,
@@ -178,6 +181,8 @@ def get_coins(settings: SettingsDep, session: SessionDep) -> CoinsResponse:
                 last_ts=iso(cov.last_ts),
                 last_ts_unix=cov.last_ts,
                 count=cov.count,
+                source=None if owner is None else owner.source,
+                foreign_rows=0 if owner is None else owner.foreign_rows,
             )
         )
     coins = [CoinOut(coin=c, configured=True, series=series.pop(c, [])) for c in settings.coins]

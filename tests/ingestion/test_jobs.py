@@ -1,8 +1,10 @@
 """Candle jobs and gap repair on both databases, fed by the real BTC 4h file.
 
 The file has real exchange outages (SOURCES.md: 16 missing bars in 8 runs, the longest
-2018-02-08 04:00 → 2018-02-09 04:00). Jobs must store every bar the source has, invent none,
-and record the outages as known gaps.
+2018-02-08 04:00 → 2018-02-09 04:00). Jobs must store every bar the source has and invent
+none. Only an exchange's "no data" is an outage worth remembering: served from the file, the
+holes are reported but not recorded; served by the fake Binance (the same file on the wire),
+they are recorded as known gaps.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Flaky:
     """Wraps a provider; fails the calls whose numbers are in ``fail_on``."""
 
     name = "flaky"
+    source = "file"
 
     def __init__(self, inner: FileProvider, fail_on: set[int]) -> None:
         self.inner, self.fail_on, self.calls = inner, fail_on, 0
@@ -148,7 +151,7 @@ def test_stall_is_reported_while_the_source_fails(
     assert job.stats.consecutive_failures == 0 and job.stats.stalled_by_s == 0
 
 
-def test_gap_repair_fetches_holes_and_records_real_outages(
+def test_gap_repair_fetches_holes_and_reports_but_never_records_file_holes(
     sessions: sessionmaker[Session], provider: FileProvider, raw: pd.DataFrame
 ) -> None:
     now = ts("2018-03-01 00:00:00")
@@ -164,12 +167,13 @@ def test_gap_repair_fetches_holes_and_records_real_outages(
         (ts("2018-02-08 04:00:00"), ts("2018-02-09 04:00:00"), 7)
     ]
     assert stored(sessions)["ts"].tolist() == full["ts"].tolist()
+    # a file is not an exchange: the hole it cannot fill is not remembered as an outage
+    assert report.known_gaps_recorded == 0
     with sessions() as s:
-        (known,) = KnownGapRepository(s).list("BTC", "4h")
-    assert (known.start_ts, known.missing, known.source) == (ts("2018-02-08 04:00:00"), 7, "file")
+        assert KnownGapRepository(s).list("BTC", "4h") == []
 
     again = fix_gaps(provider, sessions, "BTC", "4h", now=now)
-    assert (again.gaps_found, again.known_gaps_skipped, again.candles_added) == (1, 1, 0)
+    assert (again.gaps_found, again.known_gaps_skipped, again.candles_added) == (1, 0, 0)
 
 
 def test_backfill_range(
@@ -183,4 +187,5 @@ def test_backfill_range(
     # SOURCES.md: 2 bars missing on 2019-05-15, a real outage
     assert [g.missing for g in report.remaining] == [2]
     again = backfill(provider, sessions, "BTC", "4h", start=start, end=end, now=now)
-    assert again.candles_added == 0 and again.known_gaps_skipped == 1
+    assert again.candles_added == 0 and again.known_gaps_recorded == 0
+    assert [g.missing for g in again.remaining] == [2]

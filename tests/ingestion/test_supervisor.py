@@ -16,8 +16,8 @@ import ray
 
 from ingestion.config import IngestConfig
 from ingestion.supervisor import get_or_create
-from storage.candles import CandleRepository
-from storage.engine import make_engine, session_factory
+from storage.candles import CandleRepository, candles_to_frame
+from storage.engine import make_engine, session_factory, transaction
 
 pytestmark = pytest.mark.ray
 
@@ -112,6 +112,59 @@ def test_catches_up_reports_and_stops(ray_runtime: None, database_url: str) -> N
         )
         stopped = ray.get(actor.stop.remote(), timeout=60)
         assert not stopped["running"] and stopped["role"] == "stopped"
+    finally:
+        ray.kill(actor, no_restart=True)
+
+
+def test_a_series_of_another_source_is_a_job_error_not_a_crash(
+    ray_runtime: None, database_url: str
+) -> None:
+    """BTC 1d holds imported file rows: its synthetic loop is refused, reported in the job's
+    status and gap check, and retried; the other loops carry on and nothing is written."""
+    day = (int(time.time()) // 86400 - 3) * 86400
+    row = {
+        "coin": "BTC",
+        "interval": "1d",
+        "open": 1.0,
+        "high": 2.0,
+        "low": 0.5,
+        "close": 1.5,
+        "volume_base": 3.0,
+        "volume_quote": None,
+        "trade_count": None,
+        "source": "file:ohlcv6",
+    }
+    engine = make_engine(database_url)
+    try:
+        with transaction(session_factory(engine)) as s:
+            CandleRepository(s).upsert(candles_to_frame([{**row, "ts": day}]))
+    finally:
+        engine.dispose()
+    actor = get_or_create(config(database_url), name=unique("sup-source"))
+    try:
+        expected = closed_bars(3600, 4 * 86400, time.time())
+        wait_for(
+            lambda: stored_ts(database_url, "BTC", "1h")[-1:] >= expected[-1:],
+            60,
+            "the 1h backfill",
+        )
+
+        def daily_job() -> dict[str, Any]:
+            jobs = ray.get(actor.status.remote(), timeout=30)["jobs"]
+            return next(j for j in jobs if j["job"] == "candles:BTC:1d")
+
+        wait_for(lambda: daily_job()["consecutive_failures"] >= 2, 60, "two refused runs")
+        status = ray.get(actor.status.remote(), timeout=30)
+        assert status["running"] and status["role"] == "writer"
+        daily = daily_job()
+        assert daily["last_error"].startswith(
+            "SourceConflictError: BTC 1d belongs to source 'file' (1 row,"
+        )
+        assert daily["written_total"] == 0
+        (check,) = [g for g in status["gap_checks"] if g["job"] == "candles:BTC:1d"]
+        assert "belongs to source 'file'" in check["error"]
+        assert stored_ts(database_url, "BTC", "1d") == [day]
+        stop(actor)
     finally:
         ray.kill(actor, no_restart=True)
 

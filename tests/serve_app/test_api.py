@@ -417,7 +417,8 @@ def test_coins_lists_configured_then_stored_only_with_coverage(
             "series": [
                 {"interval": "1h", "configured": True,
                  "first_ts": "2024-03-01T00:00:00Z", "first_ts_unix": 1709251200,
-                 "last_ts": "2024-03-01T05:00:00Z", "last_ts_unix": 1709269200, "count": 6},
+                 "last_ts": "2024-03-01T05:00:00Z", "last_ts_unix": 1709269200, "count": 6,
+                 "source": "test", "foreign_rows": 0},
             ],
         },
         {"coin": "ETH", "configured": True, "series": []},
@@ -427,7 +428,8 @@ def test_coins_lists_configured_then_stored_only_with_coverage(
             "series": [
                 {"interval": "4h", "configured": False,
                  "first_ts": "2024-03-01T00:00:00Z", "first_ts_unix": 1709251200,
-                 "last_ts": "2024-03-01T04:00:00Z", "last_ts_unix": 1709265600, "count": 2},
+                 "last_ts": "2024-03-01T04:00:00Z", "last_ts_unix": 1709265600, "count": 2,
+                 "source": "test", "foreign_rows": 0},
             ],
         },
     ]  # fmt: skip
@@ -532,6 +534,7 @@ def test_health_reports_database_series_and_ray(client: TestClient, database_url
     assert set(series) == {("BTC", "1h"), ("BTC", "1d"), ("ETH", "1h"), ("ETH", "1d")}
     btc = series[("BTC", "1h")]
     assert btc["latest_ts"] == "2024-03-01T05:00:00Z" and btc["latest_ts_unix"] == 1709269200
+    assert btc["source"] == "test"  # the source the series belongs to
     # age: seconds since the 05:00 bar closed at 06:00
     assert before - 1709272800 <= btc["age_s"] <= after - 1709272800
     assert btc["stale"] is True
@@ -540,6 +543,7 @@ def test_health_reports_database_series_and_ray(client: TestClient, database_url
         "interval": "1d",
         "latest_ts": None,
         "latest_ts_unix": None,
+        "source": None,
         "age_s": None,
         "stale": True,
     }

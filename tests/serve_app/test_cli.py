@@ -7,10 +7,12 @@ and their runs), not from the code.
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from serve_app.cli import main
 from serve_app.settings import Settings
@@ -141,3 +143,90 @@ def test_db_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     assert code == 0 and "(at head)" in out
     code, out, _ = run(capsys, url, "db", "downgrade", "base")
     assert "revision none" in out
+
+
+# ------------------------------------------------------------------ one source per series
+def day(offset: int) -> str:
+    """The UTC date ``offset`` days from today (the synthetic market serves recent days)."""
+    return datetime.fromtimestamp((time.time() // 86400 + offset) * 86400, UTC).strftime("%Y-%m-%d")
+
+
+def all_rows(database_url: str, coin: str, interval: str) -> list[tuple[object, ...]]:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        "SELECT ts, open, high, low, close, volume_base, source, ingested_at "
+                        'FROM candles WHERE coin = :c AND "interval" = :i ORDER BY ts'
+                    ),
+                    {"c": coin, "i": interval},
+                )
+            ]
+    finally:
+        engine.dispose()
+
+
+def test_import_into_a_synthetic_series_is_refused_then_replaced_on_request(
+    capsys: pytest.CaptureFixture[str], database_url: str, tmp_path: Path
+) -> None:
+    code, out, _ = run(
+        capsys, database_url, "backfill", "--coin", "BTC", "--interval", "1d",
+        "--start", day(-60), "--end", day(-5),
+    )  # fmt: skip
+    assert code == 0 and "candles_added 56" in out
+    before = all_rows(database_url, "BTC", "1d")
+    real = tmp_path / "btc_real.csv"
+    real.write_text(
+        "timestamp,open,high,low,close,volume\n"
+        f"{day(-30)},114048.94,118649.1,113966.67,118594.99,20036.39516\n"
+        f"{day(-29)},118594.99,121022.07,118279.31,120529.35,19670.83503\n"
+    )
+    imp = ("import", str(real), "--coin", "BTC", "--interval", "1d")
+    code, out, err = run(capsys, database_url, *imp)
+    assert code == 1 and "refused: nothing written" in out
+    assert err.startswith(
+        f"squall: {real}: BTC 1d belongs to source 'synthetic' (56 rows, {day(-60)}T00:00:00Z "
+        f".. {day(-5)}T00:00:00Z); refusing to write 2 rows of source 'file' (file:ohlcv6)"
+    )
+    assert "SYN-BTC" in err and "--replace-source" in err and err.count("squall:") == 1
+    assert all_rows(database_url, "BTC", "1d") == before
+
+    code, out, err = run(capsys, database_url, *imp, "--replace-source")
+    assert code == 0 and err == ""
+    assert (
+        f"--replace-source: series source synthetic -> file; {day(-30)}T00:00:00Z .. "
+        f"{day(-29)}T00:00:00Z: 2 rows rewritten, 0 removed (2 changed); 54 rows of other "
+        "sources remain outside that range"
+    ) in out
+    after = all_rows(database_url, "BTC", "1d")
+    changed = [a for a, b in zip(after, before, strict=True) if a != b]
+    assert [(r[1], r[6]) for r in changed] == [
+        (114048.94, "file:ohlcv6"),
+        (118594.99, "file:ohlcv6"),
+    ]
+    code, out, err = run(capsys, database_url, *imp, "--json")  # again: idempotent
+    (report,) = json.loads(out)
+    assert code == 0 and (report["unchanged"], report["source"]) == (2, "file")
+
+
+@pytest.mark.realdata
+def test_gaps_fix_with_the_synthetic_source_leaves_a_real_series_alone(
+    capsys: pytest.CaptureFixture[str], database_url: str, shared_data: Path
+) -> None:
+    path = shared_data / "binance_spot_BTCUSDT_4h_2017-2026.csv"
+    assert run(capsys, database_url, "import", str(path))[0] == 0
+    code, out, err = run(capsys, database_url, "gaps", "--fix", "--json")
+    assert code == 1
+    assert err.startswith("squall: BTC 4h belongs to source 'file' (18371 rows,")
+    (refused,) = json.loads(out)
+    assert (refused["coin"], refused["interval"]) == ("BTC", "4h")
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:  # no 2018-2020 hole became an "exchange outage"
+            assert conn.execute(text("SELECT count(*) FROM known_gaps")).scalar_one() == 0
+    finally:
+        engine.dispose()
+    assert stored(database_url, "BTC", "4h") == 18371

@@ -46,6 +46,10 @@ class SeriesHealth(ApiModel):
     interval: str = Field(description="configured interval")
     latest_ts: str | None = Field(description="latest stored bar open time, ISO-8601 UTC")
     latest_ts_unix: int | None = Field(description="latest stored bar open time, unix s")
+    source: str | None = Field(
+        description="the source the series belongs to (synthetic, file, binance:spot, ...); "
+        "null while it holds no candles"
+    )
     age_s: int | None = Field(
         description="seconds since the latest stored bar closed (open time + interval)"
     )

@@ -43,6 +43,14 @@ class SeriesCoverageOut(ApiModel):
     last_ts: str = Field(description="last stored bar open time, ISO-8601 UTC")
     last_ts_unix: int = Field(description="last stored bar open time, unix seconds")
     count: int = Field(description="number of stored candles")
+    source: str | None = Field(
+        description="the source the series belongs to: synthetic, file, binance:spot, ... "
+        "(a series holds one source; null only for rows written outside squall)"
+    )
+    foreign_rows: int = Field(
+        description="rows of other sources still in the series (0 when clean: see "
+        "--replace-source in the data dictionary)"
+    )
 
 
 class CoinOut(ApiModel):
