@@ -91,9 +91,13 @@ class ArchiveHttp:
         return self._retrying(url, lambda: self._text_once(url))
 
     def download(
-        self, url: str, part: Path, *, on_start: Callable[[int | None, int], None] | None = None,
+        self,
+        url: str,
+        part: Path,
+        *,
+        on_start: Callable[[int | None, int], None] | None = None,
         on_bytes: Callable[[int], None] | None = None,
-    ) -> Fetched | None:  # fmt: skip
+    ) -> Fetched | None:
         """Stream ``url`` into ``part`` (resuming what is there); None when it is a 404.
 
         ``on_start(total_size_or_None, offset)`` is called once per attempt that gets a body,

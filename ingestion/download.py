@@ -307,11 +307,13 @@ class Downloader:
             yield missing
             return
         days = [d for d in _daily(month) if first <= d.first_day <= last]
-        self._observer.planned(len(days))
+        self._observer.planned(1)
         head = self._one(days[0], coin)
-        tail = self._one(days[-1], coin) if head.status == "not_published" else None
+        tail = None
+        if head.status == "not_published":
+            self._observer.planned(1)
+            tail = self._one(days[-1], coin)
         if tail is not None and tail.status == "not_published":
-            self._observer.planned(-(len(days) - 2))
             missing.message = (
                 f"not published: no monthly archive, and no daily archive for "
                 f"{days[0].first_day} or {days[-1].first_day}"
@@ -319,6 +321,7 @@ class Downloader:
             yield missing
             return
         missing.message = "no monthly archive; used the daily archives"
+        self._observer.planned(len(days) - (1 if tail is None else 2))
         yield missing
         yield head
         for ref in days[1:-1] if tail is not None else days[1:]:

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingestion.archive import ARCHIVE_SOURCES, ArchiveName, parse_archive_name
+from ingestion.archive import ARCHIVE_SOURCES, ArchiveName, market_from_path, parse_archive_name
 from ingestion.archive_fetch import ArchiveHttp
 from ingestion.download import ArchiveOutcome, Downloader, parse_day, plan_archives
-from storage.candles import CandleRepository
-from storage.engine import make_engine, session_factory
+from ingestion.gaps import range_gap_report
+from storage.candles import CandleRepository, candles_to_frame
+from storage.engine import make_engine, session_factory, transaction
 from storage.errors import ConfigurationError
 from storage.migrate import upgrade
 from tests.fakes import archive_site as fakes
@@ -149,6 +150,48 @@ def test_archive_names_round_trip() -> None:
     assert parse_archive_name("BTCUSDT-1h-2024-01.zip") == name(2024, 1)
     assert parse_archive_name("/x/ETHUSDT-1m-2025-03-09.zip") == name(2025, 3, 9, "ETHUSDT", "1m")
     assert parse_archive_name("BTCUSDT-1h-2024-01.csv") is None
+
+
+def test_market_from_the_cache_layout() -> None:
+    spot = "/cache/data/spot/monthly/klines/BTCUSDT/1h/BTCUSDT-1h-2024-01.zip"
+    um = "/cache/data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-02.zip"
+    assert market_from_path(spot) == "spot" and market_from_path(um) == "um"
+    assert market_from_path("/tmp/BTCUSDT-1h-2024-01.zip") is None
+
+
+def test_range_gap_report_counts_the_range_ends(sqlite_sessions: sessionmaker[Session]) -> None:
+    """Bars 02:00-03:00 and 06:00 of a day stored; asked for 00:00-08:00 (hand-counted)."""
+    day = ts_of(date(2024, 1, 1))
+    bars = [day + h * 3600 for h in (2, 3, 6)]
+    frame = candles_to_frame(
+        [
+            dict(
+                coin="BTC",
+                interval="1h",
+                ts=t,
+                open=1.0,
+                high=2.0,
+                low=0.5,
+                close=1.5,
+                volume_base=1.0,
+                source="test",
+            )
+            for t in bars
+        ]
+    )
+    with transaction(sqlite_sessions) as s:
+        CandleRepository(s).upsert(frame)
+    with sqlite_sessions() as s:
+        report = range_gap_report(s, "BTC", "1h", day, day + 8 * 3600 + 59)
+    assert (report.expected, report.present, report.missing) == (9, 3, 6)
+    assert [(g.start, g.end, g.missing) for g in report.gaps] == [
+        (day, day + 3600, 2),
+        (day + 4 * 3600, day + 5 * 3600, 2),
+        (day + 7 * 3600, day + 8 * 3600, 2),
+    ]
+    with sqlite_sessions() as s:
+        empty = range_gap_report(s, "ETH", "1h", day, day + 3600)
+    assert (empty.expected, empty.missing, len(empty.gaps)) == (2, 2, 1)
 
 
 def test_range_that_has_not_finished_is_refused(
