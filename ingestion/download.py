@@ -25,7 +25,6 @@ At the end ``range_gap_report`` says which bars of the requested range are still
 from __future__ import annotations
 
 import calendar
-import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -423,12 +422,3 @@ class Downloader:
             result.unchanged,
         )
 
-
-@contextlib.contextmanager
-def downloader(sessions: sessionmaker[Session], **kwargs: Any) -> Iterator[Downloader]:
-    """A ``Downloader`` whose HTTP connections are closed on exit."""
-    loader = Downloader(sessions, **kwargs)
-    try:
-        yield loader
-    finally:
-        loader.close()
