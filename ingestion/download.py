@@ -421,4 +421,3 @@ class Downloader:
             result.updated,
             result.unchanged,
         )
-
