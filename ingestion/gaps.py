@@ -66,3 +66,51 @@ def gap_report(
             )
         )
     return reports
+
+
+@dataclass(frozen=True)
+class RangeGapReport:
+    """Expected vs present candles of one series over a requested range, and every hole.
+
+    Unlike ``SeriesGapReport`` (the stored span), the range's own ends count: bars missing
+    before the first stored bar or after the last are gaps too.
+    """
+
+    coin: str
+    interval: str
+    start: int  # first expected bar open time (unix seconds)
+    end: int  # last expected bar open time
+    expected: int
+    present: int
+    missing: int
+    gaps: list[Gap] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def range_gap_report(
+    session: Session, coin: str, interval: str, start: int, end: int
+) -> RangeGapReport:
+    """Which bars with open time in ``[start, end]`` (aligned to the interval) are missing."""
+    step = interval_seconds(interval)
+    first_bar = -(-start // step) * step
+    last_bar = end // step * step
+    expected = max(0, (last_bar - first_bar) // step + 1)
+    repo = CandleRepository(session)
+    oldest = repo.frame(coin, interval, start=first_bar, end=last_bar, limit=1)
+    newest = repo.frame(coin, interval, start=first_bar, end=last_bar, limit=1, newest_first=True)
+    if oldest.empty or expected == 0:
+        gaps = [Gap(first_bar, last_bar, expected)] if expected else []
+    else:
+        lo, hi = int(oldest["ts"].iloc[0]), int(newest["ts"].iloc[0])
+        inner = holes_to_gaps(repo.holes(coin, interval, start=lo, end=hi), step)
+        gaps = [
+            *([Gap(first_bar, lo - step, (lo - first_bar) // step)] if lo > first_bar else []),
+            *inner,
+            *([Gap(hi + step, last_bar, (last_bar - hi) // step)] if hi < last_bar else []),
+        ]
+    missing = sum(g.missing for g in gaps)
+    return RangeGapReport(
+        coin, interval, first_bar, last_bar, expected, expected - missing, missing, gaps
+    )

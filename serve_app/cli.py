@@ -8,10 +8,13 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serve_app.settings import Settings, get_settings
 from storage.errors import SourceConflictError, SquallError
+
+if TYPE_CHECKING:
+    from ingestion.fileimport import ParseResult
 
 
 def iso(ts: int) -> str:
@@ -49,6 +52,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from storage import migrate
     from storage.engine import make_engine, session_factory
 
+    _verify_zips([Path(name) for name in args.files])  # before anything is written
     migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
@@ -67,7 +71,10 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                 )
             if not path.is_file():
                 raise SystemExit(f"{path}: no such file")
-            parsed = parse_candle_file(path, coin=coin, interval=interval)
+            if path.suffix.lower() == ".zip":
+                parsed = _parse_zip(path, coin, interval)
+            else:
+                parsed = parse_candle_file(path, coin=coin, interval=interval)
             if parsed.rows_read > settings.max_import_rows:
                 raise SystemExit(
                     f"{path}: {parsed.rows_read} rows exceeds SQUALL_MAX_IMPORT_ROWS "
@@ -160,6 +167,33 @@ def _replacement_line(r: dict[str, Any]) -> str:
         f"{first} .. {last}: {r['replaced']} rows rewritten, {r['removed']} removed "
         f"({r['replaced'] + r['removed']} changed){rest}"
     )
+
+
+def _verify_zips(paths: list[Path]) -> None:
+    """Check every ``.zip`` against the ``.CHECKSUM`` beside it, if any; a mismatch stops the
+    whole import (``ChecksumMismatchError`` names the file) before anything is written."""
+    from ingestion.archive import verify_beside
+
+    for path in paths:
+        if path.suffix.lower() == ".zip" and path.is_file():
+            verify_beside(path)
+
+
+def _parse_zip(path: Path, coin: str, interval: str) -> ParseResult:
+    """A Binance archive as published: the one CSV inside, parsed by the file importer. In the
+    archive site's layout (the ``squall download`` cache) it gets that market's source."""
+    from ingestion.archive import ARCHIVE_SOURCES, market_from_path, parse_archive
+
+    market = market_from_path(path.resolve())
+    source = ARCHIVE_SOURCES[market] if market else None
+    return parse_archive(path, coin=coin, interval=interval, source=source)
+
+
+# ------------------------------------------------------------------------------ download
+def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
+    from serve_app.download_cli import run_download_command
+
+    return run_download_command(args, settings)
 
 
 # ---------------------------------------------------------------------------------- gaps
@@ -363,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("current", help="show the database's revision")
     db.set_defaults(func=cmd_db)
 
-    imp = sub.add_parser("import", help="import candle CSV files (Binance klines, OHLCV, CDD)")
+    imp = sub.add_parser(
+        "import", help="import candle CSVs (Binance klines, OHLCV, CDD) or Binance .zip archives"
+    )
     imp.add_argument("files", nargs="+", metavar="FILE")
     imp.add_argument("--coin", help="base asset, e.g. BTC (default: from the file name)")
     imp.add_argument("--interval", help="bar interval, e.g. 4h (default: from the file name)")
@@ -398,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     fbuild.add_argument("--full", action="store_true", help="recompute everything")
     fbuild.add_argument("--json", action="store_true")
     feats.set_defaults(func=cmd_features)
+
+    from serve_app.download_cli import add_download_parser
+
+    add_download_parser(sub, cmd_download)
 
     from serve_app.sweep_cli import add_sweep_parser
 

@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     binance_requests_per_second: float = Field(
         10.0, gt=0, description="client-side rate limit towards the exchange"
     )
+    binance_archive_url: str = Field(
+        "https://data.binance.vision",
+        description="base URL of Binance's public kline archives (`squall download`)",
+    )
+    download_dir: str = Field(
+        "./var/downloads",
+        description="cache of downloaded, verified archives (`squall download`); a re-run "
+        "finds them here instead of fetching again",
+    )
     db_connect_timeout_s: int = Field(
         5, ge=1, le=120, description="seconds the API waits for a Postgres connection"
     )

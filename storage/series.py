@@ -3,7 +3,10 @@
 A series holds the rows of one *source family*: ``synthetic`` (the offline market), ``file``
 (every file layout: ``file:kline12``, ``file:ohlcv6``, ... are one family, because one real
 Binance dump in two formats is the same data), or an exchange market (``binance:spot``,
-``binance:um``; spot and perpetual prices differ, so they are two). The ``candles.source``
+``binance:um``; spot and perpetual prices differ, so they are two). The exchange's own
+published archives (``binance-archive:spot``, from ``squall download``) are that market's
+data: they belong to the ``binance:spot`` family, so downloaded history and the live loop
+share one series. The ``candles.source``
 column keeps the exact provenance of each row; the ``series`` table records the family that
 owns the series.
 
@@ -42,14 +45,24 @@ from storage.models import Candle, KnownGap, Series
 SYNTHETIC = "synthetic"
 FILE = "file"
 #: ``source_family`` as SQL over a ``source`` column (kept equal to the function; tested)
-FAMILY_SQL = "CASE WHEN source = 'file' OR source LIKE 'file:%' THEN 'file' ELSE source END"
+ARCHIVE_PREFIX = "binance-archive:"
+FAMILY_SQL = (
+    "CASE WHEN source = 'file' OR source LIKE 'file:%' THEN 'file' "
+    "WHEN source LIKE 'binance-archive:%' THEN 'binance:' || substr(source, 17) "
+    "ELSE source END"
+)
 _DELETE_CHUNK = 5000
 _SERIES = cast(Table, Series.__table__)
 
 
 def source_family(source: str) -> str:
-    """The family a row source belongs to: every ``file`` / ``file:<layout>`` is ``file``."""
-    return FILE if source == FILE or source.startswith(FILE + ":") else source
+    """The family a row source belongs to: every ``file`` / ``file:<layout>`` is ``file``;
+    ``binance-archive:<market>`` (the exchange's published archives) is ``binance:<market>``."""
+    if source == FILE or source.startswith(FILE + ":"):
+        return FILE
+    if source.startswith(ARCHIVE_PREFIX):
+        return "binance:" + source.removeprefix(ARCHIVE_PREFIX)
+    return source
 
 
 def is_exchange(source: str) -> bool:

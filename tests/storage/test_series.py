@@ -84,6 +84,8 @@ def test_source_family_in_python_and_sql_agree(engine: Engine) -> None:
         "synthetic": "synthetic",
         "binance:spot": "binance:spot",
         "binance:um": "binance:um",
+        "binance-archive:spot": "binance:spot",
+        "binance-archive:um": "binance:um",
     }
     with engine.connect() as conn:
         for source, family in cases.items():
