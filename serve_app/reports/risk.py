@@ -248,24 +248,19 @@ def _methods_section(
     rows = []
     for label, levels in named:
         for lv in levels:
+            level = f"{float(lv['level']):g}"
+            row = [pg.Cell(label), pg.Cell(level)]
+            for measure in ("var", "es"):
+                for m in METHODS:
+                    v = pg._finite((lv.get(measure) or {}).get(m))
+                    row.append(pg.cell(v, pg.pct, key=f"{measure}_{label}_{level}_{m}"))
             for m in METHODS:
-                var = pg._finite((lv.get("var") or {}).get(m))
-                es = pg._finite((lv.get("es") or {}).get(m))
-                level = f"{float(lv['level']):g}"
                 data["series"].append(label)
                 data["level"].append(level)
                 data["method"].append(METHOD_NAMES[m])
-                data["var"].append(var)
-                data["es"].append(es)
-                rows.append(
-                    [
-                        pg.Cell(label),
-                        pg.Cell(level),
-                        pg.Cell(METHOD_NAMES[m]),
-                        pg.cell(var, pg.pct, key=f"var_{label}_{level}_{m}"),
-                        pg.cell(es, pg.pct, key=f"es_{label}_{level}_{m}"),
-                    ]
-                )
+                data["var"].append(pg._finite((lv.get("var") or {}).get(m)))
+                data["es"].append(pg._finite((lv.get("es") or {}).get(m)))
+            rows.append(row)
     report.datasets["var_methods"] = data
     order = [n for n, _ in named]
     spec = ch.base(
@@ -327,14 +322,16 @@ def _methods_section(
     }
     report.add_chart("var_methods", spec, ["var_methods"])
     methods = body.get("methods") or {}
+    names = [METHOD_NAMES[m] for m in METHODS]
     table = pg.Table(
         "var-es",
-        ["series", "level", "method", "VaR", "ES"],
+        ["series", "level", *[f"VaR {n}" for n in names], *[f"ES {n}" for n in names]],
         rows,
-        caption="; ".join(f"{k}: {v}" for k, v in methods.items()),
-        numeric_from=3,
+        caption="one-bar returns; VaR and ES reported as returns (negative = loss)",
+        numeric_from=2,
     )
-    return pg.Section("VaR and ES", [pg.Chart("var_methods", ""), table], id="var-es")
+    notes = [pg.Note(f"{METHOD_NAMES.get(k, k)}: {v}") for k, v in methods.items()]
+    return pg.Section("VaR and ES", [pg.Chart("var_methods", ""), table, *notes], id="var-es")
 
 
 def _series_section(series: list[dict[str, Any]]) -> pg.Section:

@@ -118,6 +118,7 @@ def test_m4_keeps_short_series_whole_and_ignores_nan() -> None:
     assert np.array_equal(m4_reference(finite, 10)[[0, -1]], idx[[0, -1]])
 
 
+@pytest.mark.realdata
 def test_downsampled_curve_keeps_trough_extremes_and_last_point(report_inputs: Built) -> None:
     eq = np.asarray(report_inputs.backtest["equity"]["equity"], float)
     dd = np.asarray(report_inputs.backtest["equity"]["drawdown"], float)
@@ -143,6 +144,7 @@ def test_monthly_returns_by_hand() -> None:
     assert np.allclose(m.ret, [0.10, 0.10, -0.5])  # 110/100, 121/110, 60.5/121
 
 
+@pytest.mark.realdata
 def test_monthly_returns_equal_pandas_on_the_backtest(report_inputs: Built) -> None:
     eq_rec = report_inputs.backtest["equity"]
     ts = np.asarray(eq_rec["ts"], np.int64)
@@ -160,6 +162,7 @@ def test_monthly_returns_equal_pandas_on_the_backtest(report_inputs: Built) -> N
     assert years.tolist() == list(ref_y.index)
 
 
+@pytest.mark.realdata
 def test_rolling_stats_equal_pandas_rolling(report_inputs: Built) -> None:
     eq = np.asarray(report_inputs.backtest["equity"]["equity"], float)
     r = eq[1:] / eq[:-1] - 1.0
@@ -197,6 +200,7 @@ def test_buy_and_hold_and_drawdown_by_hand() -> None:
 
 
 # ------------------------------------------------------------------------------- reports
+@pytest.mark.realdata
 def test_backtest_page_embeds_the_runs_numbers(report_inputs: Built, shared_data: Path) -> None:
     rec, prices = report_inputs.backtest, report_inputs.prices
     javascript_bundle()  # made once per process (~2 s): not part of a page's cost
@@ -245,6 +249,7 @@ def test_backtest_page_embeds_the_runs_numbers(report_inputs: Built, shared_data
     }
 
 
+@pytest.mark.realdata
 def test_backtest_without_prices_says_what_is_missing(report_inputs: Built) -> None:
     html = reports.render_backtest(report_inputs.backtest)
     payload, _ = parse(html)
@@ -252,6 +257,7 @@ def test_backtest_without_prices_says_what_is_missing(report_inputs: Built) -> N
     assert "without the run&#x27;s prices" in html or "without the run's prices" in html
 
 
+@pytest.mark.realdata
 def test_walkforward_page_matches_the_run(report_inputs: Built) -> None:
     rec = report_inputs.walkforward
     html = reports.render_walkforward(rec)
@@ -271,6 +277,7 @@ def test_walkforward_page_matches_the_run(report_inputs: Built) -> None:
     assert cells.cells["fading"][0][0] == fading
 
 
+@pytest.mark.realdata
 def test_simulation_page_matches_the_result(report_inputs: Built) -> None:
     body = report_inputs.simulation
     res = body["result"]
@@ -304,6 +311,7 @@ def test_simulation_page_matches_the_result(report_inputs: Built) -> None:
     assert parse(reports.render_simulation(record))[0] == payload
 
 
+@pytest.mark.realdata
 def test_risk_page_matches_the_bodies(report_inputs: Built) -> None:
     body, corr = report_inputs.risk, report_inputs.correlation
     html = reports.render_risk(body, corr)
@@ -324,6 +332,7 @@ def test_risk_page_matches_the_bodies(report_inputs: Built) -> None:
     assert "correlation" not in parse(without)[0]["specs"]
 
 
+@pytest.mark.realdata
 def test_text_from_the_record_is_escaped(report_inputs: Built) -> None:
     rec = copy.deepcopy(report_inputs.walkforward)
     rec["strategy"] = "</script><script>alert(1)</script>"
@@ -333,6 +342,7 @@ def test_text_from_the_record_is_escaped(report_inputs: Built) -> None:
     parse(html)  # the embedded JSON still parses
 
 
+@pytest.mark.realdata
 def test_bad_inputs_get_clear_errors(report_inputs: Built) -> None:
     with pytest.raises(ValueError, match="no equity curve"):
         reports.render_backtest({"id": "x", "kind": "backtest", "status": "running"})
@@ -346,6 +356,7 @@ def test_bad_inputs_get_clear_errors(report_inputs: Built) -> None:
         reports.build_report("sweep", {})
 
 
+@pytest.mark.realdata
 def test_charts_export_as_svg_and_png(report_inputs: Built) -> None:
     report = reports.build_report("backtest", report_inputs.backtest, prices=report_inputs.prices)
     assert report.charts == [
