@@ -187,7 +187,7 @@ def _fan_section(
             },
         },
         ch.rule_at("y", 1.0, strokeDash=[2, 2]),
-        *ch.label_layers("fan_last", x, {**y, "field": "value"}, color=ch.COLORS["median"], dy=0),
+        *ch.label_layers("fan_last", x, {**y, "field": "value"}, color=ch.COLORS["median"], dy=-9),
     ]
     ruin = pg._finite(used.get("ruin_threshold"))
     if ruin is not None and ruin > 0:

@@ -250,6 +250,25 @@ def test_backtest_page_embeds_the_runs_numbers(report_inputs: Built, shared_data
 
 
 @pytest.mark.realdata
+def test_a_thinned_curve_is_annualised_per_stored_point(report_inputs: Built) -> None:
+    """Runs over 100k bars are stored every ``stride``-th bar (backtests.stored_equity)."""
+    rec = copy.deepcopy(report_inputs.backtest)
+    eq = rec["equity"]
+    keep = list(range(0, len(eq["ts"]), 10))
+    if keep[-1] != len(eq["ts"]) - 1:
+        keep.append(len(eq["ts"]) - 1)
+    for col in ("ts", "equity", "drawdown", "position", "exposure"):
+        eq[col] = [eq[col][i] for i in keep]
+    eq["stride"] = 10
+    html = reports.render_backtest(rec)
+    assert "every 10th bar" in html
+    # 90 days of 10-hour steps: 876 periods per year -> round(876 x 90 / 365) = 216
+    assert "trailing 216 returns" in html
+    payload, _ = parse(html)
+    assert payload["datasets"]["curve"]["equity"][-1] == eq["equity"][-1]
+
+
+@pytest.mark.realdata
 def test_backtest_without_prices_says_what_is_missing(report_inputs: Built) -> None:
     html = reports.render_backtest(report_inputs.backtest)
     payload, _ = parse(html)
