@@ -3,7 +3,7 @@
 Seeds N one-minute candles (default 1,000,000) for one coin in a private Postgres schema,
 then times a full build of the v1 feature set (27 columns: indicators, regimes, signals):
 (1) in-process, block by block (``serve_app.services.features.materialize``), after one warm-up
-call that compiles the kernels; (2) on Ray Data (``serve_app.jobs.features_build.build``).
+call that compiles the kernels; (2) on Ray Data (``serve_app.services.feature_build.build``).
 Prints feature rows per minute next to the target of 1,000,000 rows/min on this 2-core box.
 
     python -m benchmarks.bench_features [--rows N] [--skip-ray] [--skip-sqlite]
@@ -59,7 +59,7 @@ def run(url: str, n: int, use_ray: bool) -> list[tuple[str, float, int]]:
     if use_ray:
         import ray
 
-        from serve_app.jobs.features_build import build
+        from serve_app.services.feature_build import build
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:

@@ -350,7 +350,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
-    from serve_app.jobs.features_build import build
+    from serve_app.services.feature_build import build
 
     coins = [c.upper() for c in args.coin] if args.coin else None
     summary = build(settings, coins, args.interval, full=args.full)
@@ -377,6 +377,18 @@ _REPLACE_HELP = (
     "the first to the last new bar so that it holds exactly the new rows (rows outside it "
     "are untouched); prints how many rows it changed"
 )
+
+
+def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    from serve_app.settings import settings_table
+
+    if args.markdown:
+        sys.stdout.write(settings_table())
+        return 0
+    for name, value in settings.model_dump(mode="json").items():
+        shown = settings.database_url_redacted if name == "database_url" else value
+        print(f"SQUALL_{name.upper()}={shown}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -434,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     fbuild.add_argument("--full", action="store_true", help="recompute everything")
     fbuild.add_argument("--json", action="store_true")
     feats.set_defaults(func=cmd_features)
+
+    conf = sub.add_parser("settings", help="every SQUALL_* setting and its value")
+    conf.add_argument(
+        "--markdown", action="store_true", help="the README's table of settings and defaults"
+    )
+    conf.set_defaults(func=cmd_settings)
 
     from serve_app.download_cli import add_download_parser
 

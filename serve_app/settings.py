@@ -22,14 +22,19 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
-        description="SQLAlchemy URL: sqlite:///path or postgresql://user:pass@host/db",
+        description="SQLAlchemy URL: `sqlite:///path`, or `postgresql://user:pass@host/db` for "
+        "Postgres (psycopg 3)",
         repr=False,
     )
     coins: CsvList = Field(["BTC", "ETH", "SOL"], description="base assets to track")
-    intervals: CsvList = Field(["1m", "5m", "1h", "1d"], description="bar intervals to track")
+    intervals: CsvList = Field(
+        ["1m", "5m", "1h", "1d"],
+        description="bar intervals to track (" + " ".join(INTERVAL_SECONDS) + ")",
+    )
     quote_asset: str = Field("USDT", description="quote asset of every tracked pair")
     data_source: Literal["synthetic", "binance", "file"] = Field(
-        "synthetic", description="where live candles come from"
+        "synthetic",
+        description="where live candles come from: `synthetic` (an offline market), `binance`",
     )
     api_host: str = Field("127.0.0.1", description="address the HTTP API binds to")
     api_port: int = Field(8000, ge=1, le=65535, description="port of the HTTP API")
@@ -182,6 +187,27 @@ def ingest_config(settings: Settings) -> IngestConfig:
         binance_timeout_s=settings.binance_timeout_s,
         binance_requests_per_second=settings.binance_requests_per_second,
     )
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from the fields themselves (a test holds
+    the README to it, so no setting goes undocumented): ``squall settings --markdown``."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = _default_text(field.get_default(call_default_factory=True))
+        meaning = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `SQUALL_{name.upper()}` | `{default}` | {meaning} |")
+    return "\n".join(rows) + "\n"
 
 
 @lru_cache(maxsize=1)

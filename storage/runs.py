@@ -66,7 +66,7 @@ def encode_blob(value: Any) -> bytes:
     """JSON of ``value``, zlib-compressed when larger than ``COMPRESS_ABOVE`` bytes."""
     raw = orjson.dumps(value, option=_OPTS)
     if len(raw) > COMPRESS_ABOVE:
-        return b"Z" + zlib.compress(raw, 6)
+        return b"Z" + zlib.compress(raw, 1)  # level 1: ~5x faster than 6, ~10% larger
     return b"J" + raw
 
 

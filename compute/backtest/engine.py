@@ -182,6 +182,32 @@ def simulate(
     return out
 
 
+def _simulate_bucketed(
+    o: np.ndarray,
+    c: np.ndarray,
+    w_exec: np.ndarray,
+    slip: np.ndarray,
+    fund: np.ndarray,
+    fee: float,
+    config: BacktestConfig,
+) -> list[np.ndarray]:
+    """:func:`simulate` on arrays padded to a bucketed length (the last price repeated, no
+    position, no cost), so series of nearby lengths share one compiled scan; the scan is
+    sequential, so the first ``T`` outputs are those of the unpadded run, bit for bit."""
+    n = o.shape[0]
+    m = inputs.bucket(n)
+
+    def pad(a: np.ndarray, value: float | None = None) -> np.ndarray:
+        fill = a[-1] if value is None else value
+        return np.concatenate([a, np.full(m - n, fill, dtype=np.float64)])
+
+    out = simulate(
+        pad(o), pad(c), pad(w_exec, 0.0), pad(slip, 0.0), pad(fund, 0.0), fee,
+        config.initial_capital,
+    )  # fmt: skip
+    return [np.asarray(a)[:n] for a in out]
+
+
 # --- inputs -----------------------------------------------------------------------------------
 
 
@@ -298,8 +324,8 @@ def run_backtest(
             f"costs too large: |weight| x (fee + slippage) reaches {worst:.3g} per trade (must "
             "stay below 0.5); lower slippage_range_frac, the fees or the leverage"
         )
-    out = simulate(o, c, w_exec, slip, fund, config.fee_bps * BPS, config.initial_capital)
-    e_open, e_close, units, traded, fees, slips, funding = (np.asarray(a) for a in out)
+    out = _simulate_bucketed(o, c, w_exec, slip, fund, config.fee_bps * BPS, config)
+    e_open, e_close, units, traded, fees, slips, funding = out
     bars = {
         "ts": secs,
         "open": o,

@@ -252,16 +252,16 @@ def reset_pool() -> None:
 
 def stop_workers() -> int:
     """Kill every compute worker of the cluster (``squall up`` on its way out); how many."""
-    from ray.util.state import list_actors
+    from ray.util import list_named_actors
 
     killed = 0
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000):
-        name = actor.name or ""
-        if name.startswith(NAME_PREFIX):
+    for entry in list_named_actors(all_namespaces=True):
+        name, namespace = str(entry["name"]), str(entry["namespace"])
+        if namespace == NAMESPACE and name.startswith(NAME_PREFIX):
             try:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
                 killed += 1
-            except ValueError:
+            except ValueError:  # gone meanwhile
                 pass
     reset_pool()
     return killed

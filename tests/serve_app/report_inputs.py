@@ -18,10 +18,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingestion.fileimport import parse_candle_file
-from serve_app import backtests, simulations, walkforward
 from serve_app.api import create_app
-from serve_app.api.backtest_models import BacktestRunRequest, WalkForwardRequest
-from serve_app.api.simulate_models import SimulateRequest
+from serve_app.execution.runs import NO_RUN
+from serve_app.services import backtest as backtests
+from serve_app.services import simulation as simulations
+from serve_app.services import walkforward
+from serve_app.services.requests.backtest import BacktestRunRequest, WalkForwardRequest
+from serve_app.services.requests.simulation import SimulateRequest
 from serve_app.settings import Settings
 from storage.candle_reads import read_candle_columns
 from storage.candles import CandleRepository
@@ -98,7 +101,7 @@ class Inputs:
             "slippage_bps": 2,
         }
         body.update(overrides)
-        rec = backtests.run_backtest_request(
+        rec = backtests.run_backtest(
             self.sessions, self.settings, BacktestRunRequest.model_validate(body)
         )
         return self.record(rec.run_id)
@@ -116,10 +119,10 @@ class Inputs:
             "fee_bps": 10,
         }
         body.update(overrides)
-        out = walkforward.run_walkforward_request(
+        out = walkforward.run_walkforward(
             self.sessions, self.settings, WalkForwardRequest.model_validate(body)
         )
-        return self.record(out.run_id)
+        return self.record(out["run_id"])
 
     def simulation(self, **overrides: Any) -> dict[str, Any]:
         """The body of ``POST /risk/simulate`` (default: 1,000,000 paths bootstrapped from
@@ -140,8 +143,8 @@ class Inputs:
         body.update(overrides)
         req = SimulateRequest.model_validate(body)
         prep = simulations.prepare(self.sessions, self.settings, req)
-        run_id = simulations.start(self.sessions, req, prep)
-        return simulations.execute(self.sessions, run_id, req, prep)
+        run_id = simulations.start(self.sessions, req, prep, status="running")
+        return simulations.execute(self.sessions, run_id, req, prep, NO_RUN)
 
     def risk(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``POST /risk/report`` on three coins with weights and ``GET /risk/correlation``."""

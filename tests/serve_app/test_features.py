@@ -142,10 +142,11 @@ def test_ray_data_build_writes_every_row_once(
 ) -> None:
     import ray
 
-    from serve_app.jobs import features_build
-    from serve_app.jobs.features_build import build
+    from serve_app.services import feature_build
+    from serve_app.services.feature_build import build
+    from storage.runs import RunRepository
 
-    monkeypatch.setattr(features_build, "BLOCKS_PER_TASK", 2)  # several tasks for 5 blocks
+    monkeypatch.setattr(feature_build, "BLOCKS_PER_TASK", 2)  # several tasks for 5 blocks
     from serve_app.settings import Settings
 
     store(sessions, bars)
@@ -155,6 +156,11 @@ def test_ray_data_build_writes_every_row_once(
     finally:
         ray.shutdown()
     assert summary["rows_written"] == len(bars) and summary["tasks"] >= 3
+    with sessions() as session:  # recorded as a run, its progress in blocks
+        run = RunRepository(session).get(summary["run_id"])
+    assert run is not None and run.kind == "features" and run.status == "succeeded"
+    assert run.progress is not None and run.progress["done"] == run.progress["total"] >= 5
+    assert run.summary is not None and run.summary["rows_written"] == len(bars)
     ts, _, values = stored_rows(sessions)
     assert ts.tolist() == bars["ts"].tolist()
     expected = compute_blocks(bars, feature_set("4h"), H4)
