@@ -21,37 +21,27 @@ says), never estimated as ``close * volume``. There is no ``closeTime`` either: 
 closed when ``open + interval <= now`` (the Binance provider also drops a bar whose
 ``closeTime`` says it is partial, which needs that field).
 
-Transport: ccxt's own rate limiter (``enableRateLimit``; ``rate_limit_ms`` overrides the
-exchange's figure) is the only one; its sync version is made thread-safe by serialising the
-throttle. Around each ccxt call: retries with full-jitter exponential backoff on temporary
-errors only; a ``Retry-After`` (read from the response headers) closes the exchange for every
-caller until it passes, and a window longer than ``backoff_max_s`` fails fast with
-``RateLimitedError``. Error mapping: 429/418, ``RateLimitExceeded``, ``DDoSProtection`` ->
-``RateLimitedError``; 5xx and ccxt's ``OperationFailed`` family (``NetworkError``,
-``RequestTimeout``, ``ExchangeNotAvailable``, ``BadResponse``) -> ``TemporaryExchangeError``;
-``BadSymbol``, other 4xx and the rest of ccxt's ``ExchangeError`` family (``BadRequest``,
-``NotSupported``, ...) -> ``ConfigurationError``, not retried.
+Transport (ccxt's own rate limiter made thread-safe, retries with jittered backoff on
+temporary errors only, the ``Retry-After`` window, ccxt's errors mapped onto ours) lives in
+``ingestion.providers.ccxt_transport.CcxtClient``.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import ccxt
 import numpy as np
 import pandas as pd
 
 from ingestion.providers.base import FUNDING_COLUMNS, OPEN_INTEREST_COLUMNS
-from ingestion.providers.http import RATE_LIMIT_STATUSES, backoff_delay, parse_retry_after
+from ingestion.providers.ccxt_transport import CcxtClient
 from ingestion.providers.paging import walk_candle_pages
 from storage.columns import CANDLE_COLUMNS
-from storage.errors import ConfigurationError, RateLimitedError, TemporaryExchangeError
+from storage.errors import ConfigurationError
 from storage.intervals import INTERVAL_SECONDS
 from storage.validation import prepare_candles
 
@@ -64,43 +54,6 @@ DEFAULT_OHLCV_LIMIT = 500
 DEFAULT_HISTORY_LIMIT = 100
 #: Days of open-interest history a venue keeps, where known (a start before is clamped).
 OPEN_INTEREST_RETENTION_DAYS: dict[str, int] = {"binance": 30, "binanceusdm": 30}
-
-
-@dataclass(frozen=True)
-class _Failure:
-    message: str
-    rate_limited: bool = False
-    retry_after_s: float | None = None
-
-
-class _BlockWindow:
-    """Closes the exchange for every caller while a ``Retry-After`` runs."""
-
-    def __init__(self, sleep: Callable[[float], None], monotonic: Callable[[], float]) -> None:
-        self._sleep = sleep
-        self._monotonic = monotonic
-        self._until = float("-inf")
-        self._lock = threading.Lock()
-
-    def block(self, seconds: float) -> None:
-        with self._lock:
-            self._until = max(self._until, self._monotonic() + seconds)
-
-    def wait(self, max_wait_s: float, what: str) -> None:
-        """Sleep out the window, or raise ``RateLimitedError`` when it is longer than
-        ``max_wait_s`` (an IP ban of minutes: the caller comes back later)."""
-        while True:
-            with self._lock:
-                left = self._until - self._monotonic()
-            if left <= 0:
-                return
-            if left > max_wait_s:
-                raise RateLimitedError(
-                    f"{what}: exchange is rate limited for another {left:.1f}s "
-                    f"(longer than the {max_wait_s:.1f}s this client waits)",
-                    retry_after_s=left,
-                )
-            self._sleep(left)
 
 
 class CcxtProvider:
@@ -132,78 +85,41 @@ class CcxtProvider:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        if exchange_id not in ccxt.exchanges:
-            raise ConfigurationError(
-                f"ccxt has no exchange {exchange_id!r}; it has e.g. binance, bybit, okx, "
-                f"kraken, coinbase ({len(ccxt.exchanges)} in all, see ccxt.exchanges)"
-            )
         if market not in ("spot", "swap"):
             raise ConfigurationError(f"market must be 'spot' or 'swap', got {market!r}")
         if not quote_asset.isalnum():
             raise ConfigurationError(f"quote_asset must be alphanumeric, got {quote_asset!r}")
-        if timeout_s <= 0 or max_retries < 0 or not 0 <= backoff_base_s <= backoff_max_s:
-            raise ConfigurationError(
-                "need timeout_s > 0, max_retries >= 0 and 0 <= backoff_base_s <= backoff_max_s"
-            )
-        if rate_limit_ms is not None and rate_limit_ms <= 0:
-            raise ConfigurationError(f"rate_limit_ms must be > 0, got {rate_limit_ms}")
         if history_page_limit < 2:
             raise ConfigurationError(f"history_page_limit must be >= 2, got {history_page_limit}")
         if open_interest_period not in INTERVAL_SECONDS:
             raise ConfigurationError(f"unknown open_interest_period {open_interest_period!r}")
+        self._client = CcxtClient(
+            exchange_id,
+            urls=urls,
+            timeout_s=timeout_s,
+            rate_limit_ms=rate_limit_ms,
+            max_retries=max_retries,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+            sleep=sleep,
+            rng=rng,
+        )
+        self._call = self._client.call
+        #: the ccxt exchange object (``ccxt.<exchange_id>``), instrumented by ``CcxtClient``
+        self.exchange: Any = self._client.exchange
         self.exchange_id = exchange_id
-        self.name = f"ccxt:{exchange_id}"
+        self.name = self._client.name
         self.quote_asset = quote_asset.upper()
         self.market: Market = market
-        self.max_retries = max_retries
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
         self.history_page_limit = history_page_limit
         self.open_interest_period = open_interest_period
         #: what this exchange cannot give, e.g. ``{"funding:ETH": "binance lists no ..."}``
         self.unsupported: dict[str, str] = {}
         self._clock = clock
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self._window = _BlockWindow(sleep, time.monotonic)
-        self._seen = threading.local()  # status and headers of this thread's last response
-        self._markets_lock = threading.Lock()
-        config: dict[str, Any] = {"enableRateLimit": True, "timeout": int(timeout_s * 1000)}
-        if rate_limit_ms is not None:
-            config["rateLimit"] = rate_limit_ms
-        self.exchange: Any = getattr(ccxt, exchange_id)(config)
-        if urls:
-            self.exchange.urls = {**self.exchange.urls, "api": _override_api_urls(self, urls)}
-        self._instrument()
         limit = self._feature_limit() if ohlcv_page_limit is None else ohlcv_page_limit
         if limit < 2:
             raise ConfigurationError(f"ohlcv_page_limit must be >= 2, got {limit}")
         self.ohlcv_page_limit = limit
-
-    # ------------------------------------------------------------------ ccxt plumbing
-
-    def _instrument(self) -> None:
-        """Record each response's status and headers (per thread, for the error mapping and
-        ``Retry-After``), and serialise ccxt's throttle so its leaky bucket holds across the
-        worker threads that share this exchange (sync ccxt keeps it unlocked)."""
-        ex = self.exchange
-        on_rest_response = ex.on_rest_response
-        seen = self._seen
-
-        def record(code: int, reason: str, url: str, method: str, headers: Any, *rest: Any) -> Any:
-            seen.status, seen.headers = code, headers
-            return on_rest_response(code, reason, url, method, headers, *rest)
-
-        throttle = ex.throttle
-        lock = threading.Lock()
-
-        def locked_throttle(cost: float | None = None) -> None:
-            with lock:
-                throttle(cost)
-                ex.lastRestRequestTimestamp = ex.milliseconds()
-
-        ex.on_rest_response = record
-        ex.throttle = locked_throttle
 
     def _feature_limit(self) -> int:
         """The exchange's OHLCV page size for ``market`` from ccxt's ``features``."""
@@ -214,64 +130,9 @@ class CcxtProvider:
         limit = (node.get("fetchOHLCV") or {}).get("limit")
         return int(limit) if limit else DEFAULT_OHLCV_LIMIT
 
-    def _call(self, what: str, method: str, *args: Any) -> Any:
-        """``exchange.<method>(*args)`` with the retries and error mapping of the module doc."""
-        fn = getattr(self.exchange, method)
-        failure = _Failure("no attempt made")
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self._back_off(attempt - 1, failure)
-            self._window.wait(self.backoff_max_s, f"{self.name} {what}")
-            self._seen.status, self._seen.headers = None, None
-            try:
-                return fn(*args)
-            except ccxt.BaseError as exc:
-                failure = self._classify(what, exc)
-            log.info("%s %s attempt %d failed: %s", self.name, what, attempt + 1, failure.message)
-        told = f"{self.name} {what} failed after {self.max_retries + 1} attempts"
-        if failure.rate_limited:
-            raise RateLimitedError(
-                f"{told}; still rate limited: {failure.message}", failure.retry_after_s
-            )
-        raise TemporaryExchangeError(f"{told}; last error: {failure.message}")
-
-    def _classify(self, what: str, exc: Exception) -> _Failure:
-        """A retryable failure, or raise ``ConfigurationError`` when retrying cannot help."""
-        status: int | None = getattr(self._seen, "status", None)
-        headers = getattr(self._seen, "headers", None) or {}
-        text = f"{type(exc).__name__}: {exc}"[:300]
-        if status in RATE_LIMIT_STATUSES or isinstance(
-            exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection
-        ):
-            retry_after = parse_retry_after(headers.get("Retry-After"))
-            if retry_after is not None:
-                self._window.block(retry_after)  # at once: concurrent callers stop too
-            return _Failure(f"{text} (Retry-After: {retry_after}s)", True, retry_after)
-        if status is not None and status >= 500:
-            return _Failure(f"HTTP {status} {text}")
-        if isinstance(exc, ccxt.BadSymbol):
-            raise ConfigurationError(f"{self.name} {what}: unknown symbol: {exc}") from exc
-        if status is not None and 400 <= status < 500 and status != 408:
-            raise ConfigurationError(f"{self.name} rejected {what}: HTTP {status} {exc}") from exc
-        if isinstance(exc, ccxt.OperationFailed):  # network, timeout, maintenance, bad body
-            return _Failure(text)
-        raise ConfigurationError(f"{self.name} {what}: {text}") from exc
-
-    def _back_off(self, attempt: int, failure: _Failure) -> None:
-        delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s, self._rng)
-        if failure.rate_limited:
-            if failure.retry_after_s is None:  # no window given: close for a backoff
-                self._window.block(delay)
-            return  # the window is waited out (or fails fast) before the next attempt
-        if delay > 0:
-            self._sleep(delay)
-
     def markets(self) -> dict[str, Any]:
         """The exchange's markets, loaded once (``load_markets``, retried like any call)."""
-        with self._markets_lock:
-            if self.exchange.markets is None:
-                self._call("load_markets", "load_markets")
-            return dict(self.exchange.markets)
+        return self._client.markets()
 
     # ------------------------------------------------------------------ naming
 
@@ -461,31 +322,13 @@ class CcxtProvider:
 
     def close(self) -> None:
         """Release pooled connections."""
-        self.exchange.close()
+        self._client.close()
 
     def __enter__(self) -> CcxtProvider:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _override_api_urls(provider: CcxtProvider, urls: Mapping[str, Any]) -> dict[str, Any]:
-    """``urls['api']`` with ``urls`` replacing entries; unknown keys are a configuration
-    error naming the keys the exchange has."""
-    api = provider.exchange.urls.get("api")
-    if not isinstance(api, dict):
-        raise ConfigurationError(f"{provider.exchange_id}'s urls['api'] is not an object")
-    unknown = sorted(set(urls) - set(api))
-    if unknown:
-        raise ConfigurationError(
-            f"{provider.exchange_id} has no api url {', '.join(unknown)}; "
-            f"its keys: {', '.join(sorted(api))}"
-        )
-    for key, value in urls.items():
-        if not (isinstance(value, str) and value.startswith(("http://", "https://"))):
-            raise ConfigurationError(f"api url {key!r} must be an http(s) URL, got {value!r}")
-    return {**api, **urls}
 
 
 def _num(value: Any) -> float:
