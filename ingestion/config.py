@@ -38,6 +38,13 @@ class IngestConfig:
     binance_futures_url: str = "https://fapi.binance.com"
     binance_timeout_s: float = 10.0
     binance_requests_per_second: float = 10.0
+    #: ccxt exchange id (``ccxt.exchanges``), candle market and ``urls['api']`` overrides
+    ccxt_exchange: str = "binance"
+    ccxt_market: str = "spot"
+    ccxt_urls: dict[str, str] = field(default_factory=dict)
+    ccxt_timeout_s: float = 10.0
+    #: ms between requests for ccxt's limiter; None: the exchange's own figure
+    ccxt_rate_limit_ms: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -58,7 +65,22 @@ def build_provider(config: IngestConfig) -> Provider:
             timeout_s=config.binance_timeout_s,
             requests_per_second=config.binance_requests_per_second,
         )
+    if config.data_source == "ccxt":
+        from ingestion.providers.ccxt_provider import CcxtProvider
+
+        if config.ccxt_market not in ("spot", "swap"):
+            raise ConfigurationError(
+                f"ccxt market must be 'spot' or 'swap', got {config.ccxt_market!r}"
+            )
+        return CcxtProvider(
+            config.ccxt_exchange,
+            quote_asset=config.quote_asset,
+            market="spot" if config.ccxt_market == "spot" else "swap",
+            urls=config.ccxt_urls,
+            timeout_s=config.ccxt_timeout_s,
+            rate_limit_ms=config.ccxt_rate_limit_ms,
+        )
     raise ConfigurationError(
-        f"data source {config.data_source!r} has no live loop; use 'synthetic' or 'binance' "
-        "(files are loaded with `squall import`)"
+        f"data source {config.data_source!r} has no live loop; use 'synthetic', 'binance' or "
+        "'ccxt' (files are loaded with `squall import`)"
     )

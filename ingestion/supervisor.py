@@ -8,6 +8,10 @@
   still have exactly one writer;
 - one loop per (coin, interval) for candles and one per coin for snapshots and derivatives,
   each scheduled at its bar close; on SQLite every write goes through one mutex (single writer);
+- the loops run their blocking work in threads of the event loop's default executor, sized to
+  one thread per loop plus spare ones: a provider sleeping through its retry backoff during an
+  outage holds a thread, and asyncio's default (CPUs + 4 threads) would then leave
+  ``status()`` queued behind the loops, so ``/ready`` could not name the stalled jobs;
 - after (re)start, and when a failing job recovers, the stored series are checked for holes
   and those ranges fetched;
 - ``stop()`` lets a run in flight finish, stops the loops and releases the lock.
@@ -21,6 +25,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -31,6 +36,9 @@ from storage.engine import is_sqlite, make_engine, session_factory
 from storage.locks import WriterLock
 
 log = logging.getLogger("squall.ingestion")
+
+#: Executor threads beyond one per loop: status and lag checks never wait for a loop.
+SPARE_THREADS = 4
 
 SUPERVISOR_NAME = "squall-ingestion-supervisor"
 NAMESPACE = "squall"
@@ -90,6 +98,7 @@ class IngestionSupervisor:
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics = _Metrics()
         self._main: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
         if autostart:
             self._main = asyncio.get_running_loop().create_task(self._run())
 
@@ -173,6 +182,11 @@ class IngestionSupervisor:
 
     # ---------------------------------------------------------------------------- loops
     async def _run(self) -> None:
+        if self._executor is None:  # once per actor: a restart via start() keeps it
+            self._executor = ThreadPoolExecutor(
+                len(self.jobs) + SPARE_THREADS, thread_name_prefix="squall-ingest"
+            )
+            asyncio.get_running_loop().set_default_executor(self._executor)
         while not self._stop.is_set():
             if await asyncio.to_thread(self.lock.try_acquire):
                 break

@@ -32,9 +32,10 @@ class Settings(BaseSettings):
         description="bar intervals to track (" + " ".join(INTERVAL_SECONDS) + ")",
     )
     quote_asset: str = Field("USDT", description="quote asset of every tracked pair")
-    data_source: Literal["synthetic", "binance", "file"] = Field(
+    data_source: Literal["synthetic", "binance", "ccxt", "file"] = Field(
         "synthetic",
-        description="where live candles come from: `synthetic` (an offline market), `binance`",
+        description="where live candles come from: `synthetic` (an offline market), `binance` "
+        "(its REST API), `ccxt` (any exchange ccxt covers: `SQUALL_CCXT_*`)",
     )
     api_host: str = Field("127.0.0.1", description="address the HTTP API binds to")
     api_port: int = Field(8000, ge=1, le=65535, description="port of the HTTP API")
@@ -94,6 +95,23 @@ class Settings(BaseSettings):
         "./var/downloads",
         description="cache of downloaded, verified archives (`squall download`); a re-run "
         "finds them here instead of fetching again",
+    )
+    ccxt_exchange: str = Field(
+        "binance",
+        pattern=r"^[a-z0-9]+$",
+        description="ccxt exchange id (ccxt.exchanges) when data_source is ccxt",
+    )
+    ccxt_market: Literal["spot", "swap"] = Field(
+        "spot", description="ccxt candles from COIN/QUOTE (spot) or COIN/QUOTE:QUOTE (swap)"
+    )
+    ccxt_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON object replacing entries of the ccxt exchange's urls['api'] "
+        '(e.g. {"public": "http://127.0.0.1:9000/api/v3"}); empty: the real endpoints',
+    )
+    ccxt_timeout_s: float = Field(10.0, gt=0, description="timeout of every ccxt call")
+    ccxt_rate_limit_ms: float | None = Field(
+        None, gt=0, description="ms between requests for ccxt's limiter; unset: the exchange's"
     )
     db_connect_timeout_s: int = Field(
         5, ge=1, le=120, description="seconds the API waits for a Postgres connection"
@@ -186,6 +204,11 @@ def ingest_config(settings: Settings) -> IngestConfig:
         binance_futures_url=settings.binance_futures_url,
         binance_timeout_s=settings.binance_timeout_s,
         binance_requests_per_second=settings.binance_requests_per_second,
+        ccxt_exchange=settings.ccxt_exchange,
+        ccxt_market=settings.ccxt_market,
+        ccxt_urls=dict(settings.ccxt_urls),
+        ccxt_timeout_s=settings.ccxt_timeout_s,
+        ccxt_rate_limit_ms=settings.ccxt_rate_limit_ms,
     )
 
 

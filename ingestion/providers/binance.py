@@ -11,14 +11,9 @@ Two layers, as in nautilus_trader's Binance adapter:
 Transport concerns (rate limit, ``Retry-After``, retries with jittered backoff, the error
 tree) live in ``ingestion.providers.http.RetryingClient``.
 
-Kline pagination: after a full page the next one starts at its last open time (one bar of
-overlap, so a page boundary can never silently lose a bar); rows are deduplicated by open time
-with the later page winning. The walk ends once a page reaches the requested end. A short page
-continues after its last bar and an *empty* page moves the cursor forward by one page span:
-Binance itself skips over gaps, but a venue or proxy that answers only for the window
-``[startTime, startTime + limit * interval)`` would otherwise end the walk at the first
-outage. The cursor strictly advances, so the walk always terminates; the price is one request
-per page span when the data ends before the requested end (a delisted coin).
+Kline pagination is ``ingestion.providers.paging.walk_candle_pages`` (one bar of overlap
+between full pages, deduplicated by open time; short and empty pages move the cursor on, so
+an outage never ends the walk early and the walk always terminates).
 
 Only closed bars are returned: bars whose ``closeTime`` is at or after ``now``, or differs
 from ``openTime + interval - 1 ms`` (a partial bar), are dropped.
@@ -26,7 +21,6 @@ from ``openTime + interval - 1 ms`` (a partial bar), are dropped.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -38,8 +32,9 @@ import pandas as pd
 from ingestion.providers import binance_wire as wire
 from ingestion.providers.base import FUNDING_COLUMNS, OPEN_INTEREST_COLUMNS
 from ingestion.providers.http import RetryingClient
+from ingestion.providers.paging import walk_candle_pages
 from storage.columns import CANDLE_COLUMNS
-from storage.errors import ConfigurationError, TemporaryExchangeError
+from storage.errors import ConfigurationError
 from storage.intervals import INTERVAL_SECONDS
 from storage.validation import prepare_candles
 
@@ -240,32 +235,17 @@ class BinanceProvider:
         start_ms = start * 1000
         stop_ms = min(end * 1000, now_ms - step_ms)  # last open time whose bar can be closed
         limit = self.klines_page_limit
-        rows: dict[int, wire.BinanceKline] = {}
-        cursor = start_ms
-        bars = max(0, (stop_ms - start_ms) // step_ms + 1)
-        max_pages = 2 * math.ceil(bars / (limit - 1)) + 5  # guard against a venue gone wrong
-        pages = 0
-        while cursor <= stop_ms:
-            pages += 1
-            if pages > max_pages:
-                raise TemporaryExchangeError(
-                    f"binance {symbol} {interval} klines: pagination did not converge after "
-                    f"{max_pages} pages (cursor {cursor}, end {stop_ms})"
-                )
-            page = self.query_klines(symbol, interval, start_ms=cursor, end_ms=stop_ms, limit=limit)
-            if not page:  # a silent gap: step over the window this page would have covered
-                cursor += limit * step_ms
-                continue
-            for kline in page:  # later pages win: the overlapping bar is the freshest copy
-                if start_ms <= kline.open_time <= stop_ms:
-                    rows[kline.open_time] = kline
-            newest = max(k.open_time for k in page)
-            if newest >= stop_ms:
-                break
-            if len(page) >= limit:  # full page: overlap one bar so a boundary loses nothing
-                cursor = newest if newest > cursor else cursor + step_ms
-            else:  # short page: the venue has nothing more up to here; go on after it
-                cursor = max(newest + step_ms, cursor + step_ms)
+        rows = walk_candle_pages(
+            lambda cursor: self.query_klines(
+                symbol, interval, start_ms=cursor, end_ms=stop_ms, limit=limit
+            ),
+            lambda kline: kline.open_time,
+            start_ms=start_ms,
+            stop_ms=stop_ms,
+            step_ms=step_ms,
+            limit=limit,
+            what=f"binance {symbol} {interval} klines",
+        )
         closed = closed_klines(rows.values(), step_ms, now_ms)
         return klines_to_frame(closed, coin.upper(), interval, self.source)
 

@@ -64,6 +64,7 @@ FUNDING_EVERY_MS = 8 * 3_600_000
 OI_PERIODS = ("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d")
 KLINE_LIMITS = {"spot": (500, 1000), "um": (500, 1500)}  # (default, max)
 Market = Literal["spot", "um"]
+QUOTE_ASSETS = ("USDT", "USDC", "FDUSD", "BTC")
 
 
 def shared_data_dir() -> Path | None:
@@ -413,6 +414,9 @@ class FakeExchange:
             "/fapi/v1/ticker/24hr": lambda: self._ticker_24h("um", params),
             "/api/v3/ticker/bookTicker": lambda: self._book_ticker("spot", params),
             "/fapi/v1/ticker/bookTicker": lambda: self._book_ticker("um", params),
+            "/api/v3/exchangeInfo": lambda: self._exchange_info("spot"),
+            "/fapi/v1/exchangeInfo": lambda: self._exchange_info("um"),
+            "/dapi/v1/exchangeInfo": lambda: self._exchange_info(None),
         }
         handler = handlers.get(path)
         if handler is None:
@@ -421,6 +425,50 @@ class FakeExchange:
             return JSONResponse(handler())
         except _BadRequestError as exc:
             return _error(400, exc.code, exc.msg)
+
+    def _exchange_info(self, market: Market | None) -> dict[str, Any]:
+        """The symbols of ``market`` (None: COIN-M, of which the fake has none) with the fields
+        of the official payload a client needs to know a market: assets, status, contract."""
+        now, _ = self._state()
+        with self._lock:
+            symbols = sorted(sym for (m, sym) in self._series if m == market)
+        entries = []
+        for symbol in symbols:
+            quote = next((q for q in QUOTE_ASSETS if symbol.endswith(q)), symbol[-4:])
+            entry: dict[str, Any] = {
+                "symbol": symbol,
+                "status": "TRADING",
+                "baseAsset": symbol[: -len(quote)],
+                "quoteAsset": quote,
+                "baseAssetPrecision": 8,
+                "quotePrecision": 8,
+                "filters": [
+                    {
+                        "filterType": "PRICE_FILTER",
+                        "minPrice": "0.01",
+                        "maxPrice": "1000000",
+                        "tickSize": "0.01",
+                    },
+                    {
+                        "filterType": "LOT_SIZE",
+                        "minQty": "0.00001",
+                        "maxQty": "9000",
+                        "stepSize": "0.00001",
+                    },
+                ],
+            }
+            if market == "um":
+                entry |= {
+                    "pair": symbol,
+                    "contractType": "PERPETUAL",
+                    "deliveryDate": 4_133_404_800_000,
+                    "onboardDate": SYNTHETIC_START_MS,
+                    "marginAsset": quote,
+                    "pricePrecision": 2,
+                    "quantityPrecision": 3,
+                }
+            entries.append(entry)
+        return {"timezone": "UTC", "serverTime": now, "rateLimits": [], "symbols": entries}
 
     def _state(self) -> tuple[int, _Quirks]:
         """``now`` and a copy of the quirks, read once per request."""

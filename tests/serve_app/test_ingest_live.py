@@ -90,7 +90,16 @@ def test_outage_stalls_then_backfills_without_loss(
     settings = Settings(database_url=database_url, coins=["BTC"], intervals=["1m"])
     client = TestClient(create_app(settings))
     try:
-        wait_for(lambda: client.get("/ready").status_code == 200, 60, "ready after catch-up")
+
+        def caught_up() -> bool:  # /ready alone is 200 before the supervisor has started
+            ingestion = client.get("/health").json()["ingestion"]
+            job = next((j for j in ingestion["jobs"] if j["job"] == "candles:BTC:1m"), None)
+            return (
+                ingestion["role"] == "writer" and job is not None and job["latest_ts"] is not None
+            )
+
+        wait_for(caught_up, 60, "the catch-up")
+        assert client.get("/ready").status_code == 200
         health = client.get("/health").json()
         job = next(j for j in health["ingestion"]["jobs"] if j["job"] == "candles:BTC:1m")
         assert health["ingestion"]["role"] == "writer" and job["consecutive_failures"] == 0
