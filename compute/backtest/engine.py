@@ -28,6 +28,7 @@ equal. :mod:`compute.backtest.sweep` evaluates a whole parameter grid in one com
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,6 +272,130 @@ def _slippage(
 # --- public entry point ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One backtest's checked inputs, ready for the accounting scan (see :func:`prepare`)."""
+
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    weight: np.ndarray  # executed at open[t]
+    slip: np.ndarray
+    funding: np.ndarray
+    config: BacktestConfig
+
+    @property
+    def length(self) -> int:
+        return int(self.open.shape[0])
+
+
+def prepare(
+    ts: npt.ArrayLike,
+    open: npt.ArrayLike,
+    high: npt.ArrayLike,
+    low: npt.ArrayLike,
+    close: npt.ArrayLike,
+    target_position: npt.ArrayLike,
+    config: BacktestConfig,
+    *,
+    funding_rate: npt.ArrayLike | None = None,
+    hold_from_start: bool = False,
+) -> Prepared:
+    """Check the inputs and turn target positions into executed weights and costs."""
+    require_x64()
+    if not isinstance(config, BacktestConfig):
+        raise SpecError(f"config must be a BacktestConfig, got {type(config).__name__}")
+    secs, o, h, lo, c, target, fund = _series(
+        ts, open, high, low, close, target_position, funding_rate
+    )
+    length = o.shape[0]
+    if length < 2:
+        raise InputDataError(f"need at least 2 candles to backtest, got {length}")
+    w_decided = _weights(target, c, config)
+    w_exec = np.concatenate([[0.0], w_decided[:-1]])  # decided at t - 1, executed at open[t]
+    if hold_from_start:
+        o = o.copy()
+        o[0] = c[0]  # the test starts at the first close: the entry fills there
+        w_exec[0] = w_decided[0]
+    slip = _slippage(h, lo, c, config)
+    worst = float(np.abs(w_exec).max() * (config.fee_bps * BPS + slip.max()))
+    if worst >= 0.5:
+        raise InputDataError(
+            f"costs too large: |weight| x (fee + slippage) reaches {worst:.3g} per trade (must "
+            "stay below 0.5); lower slippage_range_frac, the fees or the leverage"
+        )
+    return Prepared(secs, o, h, lo, c, w_exec, slip, fund, config)
+
+
+def finish(
+    prep: Prepared, out: Sequence[np.ndarray], regimes: dict[str, npt.ArrayLike] | None = None
+) -> BacktestResult:
+    """The result of a backtest from its accounting scan's outputs."""
+    e_open, e_close, units, traded, fees, slips, funding = out
+    bars = {
+        "ts": prep.ts,
+        "open": prep.open,
+        "high": prep.high,
+        "low": prep.low,
+        "close": prep.close,
+        "weight": prep.weight,
+        "equity_open": e_open,
+        "equity": e_close,
+        "units": units,
+        "traded": traded,
+        "fees": fees,
+        "slippage": slips,
+        "funding": funding,
+    }
+    labels = _regimes(regimes, prep.high, prep.low, prep.close)
+    trades = _trades(bars, labels)
+    return BacktestResult(
+        metrics=_metrics(bars, trades, prep.config),
+        equity=_equity(bars),
+        trades=trades,
+        regime_stats=_regime_stats(bars, labels, trades, prep.config.periods_per_year),
+        bars=bars,
+    )
+
+
+_simulate_rows = jax.jit(jax.vmap(simulate, in_axes=(0, 0, 0, 0, 0, 0, None)))
+
+
+def simulate_many(preps: Sequence[Prepared]) -> list[list[np.ndarray]]:
+    """The accounting scans of many backtests in one compiled call (rows padded to a common
+    bucketed length with no position and no cost; each row's first ``T`` outputs are those of
+    its own run, bit for bit: the scan is sequential and the rows are independent)."""
+    if not preps:
+        return []
+    n = max(p.length for p in preps)
+    m = inputs.bucket(n)
+    rows = -(-len(preps) // 8) * 8  # few distinct batch shapes: round the rows up to 8
+
+    def stack(attr: str, fill_last: bool) -> np.ndarray:
+        out = np.zeros((rows, m), np.float64)
+        for k, p in enumerate(preps):
+            a = getattr(p, attr)
+            out[k, : p.length] = a
+            out[k, p.length :] = a[-1] if fill_last else 0.0
+        if fill_last:
+            out[len(preps) :] = out[0]
+        return out
+
+    fee = np.zeros(rows)
+    fee[: len(preps)] = [p.config.fee_bps * BPS for p in preps]
+    capital = preps[0].config.initial_capital
+    if any(p.config.initial_capital != capital for p in preps):
+        raise SpecError("simulate_many: every backtest of a batch needs the same capital")
+    out = _simulate_rows(
+        stack("open", True), stack("close", True), stack("weight", False),
+        stack("slip", False), stack("funding", False), fee, capital,
+    )  # fmt: skip
+    host = [np.asarray(a) for a in out]
+    return [[a[k, : p.length] for a in host] for k, p in enumerate(preps)]
+
+
 def run_backtest(
     ts: npt.ArrayLike,
     open: npt.ArrayLike,
@@ -302,54 +427,15 @@ def run_backtest(
     earns nothing), and bar ``t >= 1`` then earns ``close[t] / close[t - 1]`` exactly, the
     textbook close-to-close series.
     """
-    require_x64()
-    if not isinstance(config, BacktestConfig):
-        raise SpecError(f"config must be a BacktestConfig, got {type(config).__name__}")
-    secs, o, h, lo, c, target, fund = _series(
-        ts, open, high, low, close, target_position, funding_rate
-    )
-    length = o.shape[0]
-    if length < 2:
-        raise InputDataError(f"need at least 2 candles to backtest, got {length}")
-    w_decided = _weights(target, c, config)
-    w_exec = np.concatenate([[0.0], w_decided[:-1]])  # decided at t - 1, executed at open[t]
-    if hold_from_start:
-        o = o.copy()
-        o[0] = c[0]  # the test starts at the first close: the entry fills there
-        w_exec[0] = w_decided[0]
-    slip = _slippage(h, lo, c, config)
-    worst = float(np.abs(w_exec).max() * (config.fee_bps * BPS + slip.max()))
-    if worst >= 0.5:
-        raise InputDataError(
-            f"costs too large: |weight| x (fee + slippage) reaches {worst:.3g} per trade (must "
-            "stay below 0.5); lower slippage_range_frac, the fees or the leverage"
-        )
-    out = _simulate_bucketed(o, c, w_exec, slip, fund, config.fee_bps * BPS, config)
-    e_open, e_close, units, traded, fees, slips, funding = out
-    bars = {
-        "ts": secs,
-        "open": o,
-        "high": h,
-        "low": lo,
-        "close": c,
-        "weight": w_exec,
-        "equity_open": e_open,
-        "equity": e_close,
-        "units": units,
-        "traded": traded,
-        "fees": fees,
-        "slippage": slips,
-        "funding": funding,
-    }
-    labels = _regimes(regimes, h, lo, c)
-    trades = _trades(bars, labels)
-    return BacktestResult(
-        metrics=_metrics(bars, trades, config),
-        equity=_equity(bars),
-        trades=trades,
-        regime_stats=_regime_stats(bars, labels, trades, config.periods_per_year),
-        bars=bars,
-    )
+    prep = prepare(
+        ts, open, high, low, close, target_position, config,
+        funding_rate=funding_rate, hold_from_start=hold_from_start,
+    )  # fmt: skip
+    out = _simulate_bucketed(
+        prep.open, prep.close, prep.weight, prep.slip, prep.funding,
+        config.fee_bps * BPS, config,
+    )  # fmt: skip
+    return finish(prep, out, regimes)
 
 
 # --- outputs ----------------------------------------------------------------------------------

@@ -140,6 +140,35 @@ def return_metrics(
     return out
 
 
+def objective_value(
+    returns: npt.ArrayLike, objective: str, periods_per_year: float, risk_free_rate: float = 0.0
+) -> Metric:
+    """``return_metrics(returns, ...)[objective]`` for one of ``total_return``, ``sharpe``,
+    ``sortino``, ``calmar``, computing only what that metric needs (the same expressions in
+    the same order, so the same bits: tested). For ranking many parameter sets."""
+    r = np.asarray(returns, dtype=np.float64)
+    n = int(r.shape[0])
+    ppy = float(periods_per_year)
+    if objective in ("total_return", "calmar"):
+        growth = float(np.prod(1.0 + r)) if n else 1.0
+        if objective == "total_return":
+            return growth - 1.0
+        cagr = _num(growth ** (ppy / n) - 1.0) if n and growth > 0.0 else (-1.0 if n else None)
+        dd = drawdown(equity_from_returns(r))
+        mdd = float(dd.min()) if dd.size else 0.0
+        return _num(float(cagr) / abs(mdd)) if mdd < 0.0 and cagr is not None else None
+    excess = r - risk_free_rate / ppy
+    if objective == "sharpe":
+        if n < 2:
+            return None
+        ex_std = float(np.std(excess, ddof=1))
+        return _num(float(np.mean(excess)) / ex_std * math.sqrt(ppy)) if ex_std > 0.0 else None
+    if objective == "sortino":
+        downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2))) if n else 0.0
+        return _num(float(np.mean(excess)) / downside * math.sqrt(ppy)) if downside > 0.0 else None
+    raise ValueError(f"unknown objective {objective!r}")
+
+
 def trade_metrics(
     pnl: npt.ArrayLike, returns: npt.ArrayLike, closed: npt.ArrayLike
 ) -> dict[str, Metric]:

@@ -11,6 +11,11 @@ arrays, so a fold computed on any worker gives the same numbers.
   ties go to the earlier grid point), evaluate it on the test window. Signals are computed on
   all bars up to the window's end (they are causal, so earlier history only serves as
   warm-up); each window is backtested on its own, starting flat with fresh capital.
+* :func:`evaluate_folds` - the same for many folds at once: every (fold, grid point) train
+  window and every test window go through one batched accounting scan
+  (:func:`compute.backtest.engine.simulate_many`), the objective comes from the equity alone,
+  and only the chosen runs are turned into full results (metrics, trades, regime stats).
+  Bit for bit the numbers of :func:`evaluate_fold` (tested), several times faster.
 * :func:`stitch` - the out-of-sample returns of the folds chained into one equity curve (bars
   already covered by an earlier fold are skipped when test windows overlap) and its metrics.
 * :func:`decay_report` - OOS/IS ratio per fold, least-squares slope of the OOS objective
@@ -28,8 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from compute.backtest.engine import MIN_REGIME_BARS, MIN_REGIME_TRADES, BacktestConfig, run_backtest
-from compute.backtest.metrics import return_metrics, returns_from_equity
+from compute.backtest.engine import (
+    MIN_REGIME_BARS,
+    MIN_REGIME_TRADES,
+    BacktestConfig,
+    Prepared,
+    finish,
+    prepare,
+    run_backtest,
+    simulate_many,
+)
+from compute.backtest.metrics import objective_value, return_metrics, returns_from_equity
 from compute.backtest.strategies import HELD_FROM_START, positions, validate_strategy
 from compute.core.errors import InputDataError, SpecError
 
@@ -91,9 +105,12 @@ def _window(candles: Mapping[str, np.ndarray], lo: int, hi: int) -> dict[str, np
     return {k: np.asarray(candles[k])[lo:hi] for k in ("ts", "open", "high", "low", "close")}
 
 
-def _score(metrics: Mapping[str, Any], objective: str) -> float:
-    value = metrics.get(objective)
+def _finite(value: Any) -> float:
     return float(value) if value is not None and math.isfinite(float(value)) else -math.inf
+
+
+def _score(metrics: Mapping[str, Any], objective: str) -> float:
+    return _finite(metrics.get(objective))
 
 
 def _run(
@@ -162,6 +179,96 @@ def evaluate_fold(
         "oos_trades": oos.trades,
         "regime_checks": regime_checks(oos.regime_stats),
     }
+
+
+def _prepared(
+    candles: Mapping[str, np.ndarray],
+    lo: int,
+    hi: int,
+    pos: np.ndarray,
+    config: BacktestConfig,
+    funding: np.ndarray | None,
+    hold: bool,
+) -> Prepared:
+    w = _window(candles, lo, hi)
+    return prepare(
+        w["ts"], w["open"], w["high"], w["low"], w["close"], pos[lo:hi], config,
+        funding_rate=None if funding is None else funding[lo:hi], hold_from_start=hold,
+    )  # fmt: skip
+
+
+def _window_regimes(
+    regimes: Mapping[str, np.ndarray] | None, lo: int, hi: int
+) -> dict[str, np.ndarray] | None:
+    return None if regimes is None else {k: np.asarray(v)[lo:hi] for k, v in regimes.items()}
+
+
+def evaluate_folds(
+    folds: Sequence[Fold],
+    candles: Mapping[str, np.ndarray],
+    strategy: str,
+    grid: Sequence[Mapping[str, Any]],
+    config: BacktestConfig,
+    objective: str = "sharpe",
+    *,
+    regimes: Mapping[str, np.ndarray] | None = None,
+    funding_rate: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`evaluate_fold` for every fold of ``folds``, batched (see the module doc)."""
+    if objective not in OBJECTIVES:
+        raise SpecError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if not grid:
+        raise SpecError("the parameter grid is empty")
+    checked = [validate_strategy(strategy, p) for p in grid]
+    hold = strategy in HELD_FROM_START
+    o, h, lo_, c = (np.asarray(candles[k]) for k in ("open", "high", "low", "close"))
+    train = []
+    for fold in folds:
+        for params in checked:
+            hi = fold.train_end  # causal signals on every bar up to the window's end
+            pos = positions(strategy, params, o[:hi], h[:hi], lo_[:hi], c[:hi])
+            train.append(_prepared(candles, fold.train_start, hi, pos, config, funding_rate, hold))
+    outs = simulate_many(train)
+    ppy, rf = config.periods_per_year, config.risk_free_rate
+    scores = [
+        _finite(objective_value(returns_from_equity(out[1]), objective, ppy, rf)) for out in outs
+    ]
+    n_grid = len(checked)
+    chosen, tests = [], []
+    for k, fold in enumerate(folds):
+        row = scores[k * n_grid : (k + 1) * n_grid]
+        best = int(np.argmax(row)) if any(math.isfinite(x) for x in row) else 0
+        chosen.append((best, row))
+        hi = fold.test_end
+        pos = positions(strategy, checked[best], o[:hi], h[:hi], lo_[:hi], c[:hi])
+        tests.append(_prepared(candles, fold.test_start, hi, pos, config, funding_rate, hold))
+    test_outs = simulate_many(tests)
+    results = []
+    for k, fold in enumerate(folds):
+        best, row = chosen[k]
+        is_run = finish(
+            train[k * n_grid + best],
+            outs[k * n_grid + best],
+            _window_regimes(regimes, fold.train_start, fold.train_end),
+        )
+        oos = finish(
+            tests[k], test_outs[k], _window_regimes(regimes, fold.test_start, fold.test_end)
+        )
+        results.append(
+            {
+                "fold": fold.as_dict(),
+                "params": checked[best],
+                "objective": objective,
+                "is_scores": [x if math.isfinite(x) else None for x in row],
+                "is_metrics": is_run.metrics,
+                "oos_metrics": oos.metrics,
+                "oos_ts": oos.equity["ts"][1:],
+                "oos_returns": oos.equity["returns"][1:],
+                "oos_trades": oos.trades,
+                "regime_checks": regime_checks(oos.regime_stats),
+            }
+        )
+    return results
 
 
 def regime_checks(regime_stats: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

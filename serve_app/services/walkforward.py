@@ -136,12 +136,12 @@ def check_work(folds: list[Any], grid_size: int) -> int:
 
 
 # --------------------------------------------------------------------------------- folds
-def _fold_task(shared: dict[str, Any], fold: Any) -> dict[str, Any]:
-    """One fold (runs in a Ray worker or in-process)."""
-    from compute.backtest.walkforward import evaluate_fold
+def _folds_task(shared: dict[str, Any], folds: list[Any]) -> list[dict[str, Any]]:
+    """A group of folds in one batched call (on a warm worker or in-process)."""
+    from compute.backtest.walkforward import evaluate_folds
 
-    return evaluate_fold(
-        fold,
+    return evaluate_folds(
+        folds,
         shared["candles"],
         shared["strategy"],
         shared["grid"],
@@ -150,6 +150,21 @@ def _fold_task(shared: dict[str, Any], fold: Any) -> dict[str, Any]:
         regimes=shared["regimes"],
         funding_rate=shared["funding"],
     )
+
+
+FOLDS_PER_GROUP = 8  # a batched call of 8 folds x the grid: progress and cancel points
+
+
+def _fold_groups(folds: list[Any], use_ray: bool) -> list[list[Any]]:
+    """Consecutive folds per batched call: in-process every ``FOLDS_PER_GROUP``; on the
+    workers at least two calls per worker so none waits."""
+    size = FOLDS_PER_GROUP
+    if use_ray:
+        from serve_app.execution.workers import pool
+
+        calls = 2 * max(1, len(pool().workers()))
+        size = max(1, min(size, -(-len(folds) // calls)))
+    return [folds[i : i + size] for i in range(0, len(folds), size)]
 
 
 def walkforward_series(
@@ -184,14 +199,17 @@ def walkforward_series(
     }
     if use_ray is None:
         use_ray = ray_running() and check_work(folds, len(grid)) >= FANOUT_MIN_WORK
+    groups = _fold_groups(folds, use_ray)
     ctx.progress(0, len(folds))
     done = [0]
 
-    def fold_done(_i: int, _res: Any) -> None:
-        done[0] += 1
+    def group_done(i: int, _res: Any) -> None:
+        done[0] += len(groups[i])
         ctx.progress(done[0], len(folds))
 
-    results, how = fan_out(_fold_task, folds, shared, use_ray=use_ray, on_done=fold_done, ctx=ctx)
+    parts, how = fan_out(_folds_task, groups, shared, use_ray=use_ray, on_done=group_done, ctx=ctx)
+    results = [r for part in parts for r in part]
+    how["folds"] = len(folds)
     oos = stitch(results, config.periods_per_year)
     decay = decay_report(results, spec.objective)
     folds_out: list[dict[str, Any]] = []

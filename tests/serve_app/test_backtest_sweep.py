@@ -212,7 +212,8 @@ def test_walkforward_folds_on_warm_workers_give_the_same_numbers(
     assert r.status_code == 200, r.text
     out = r.json()
     # a small walk-forward runs in the replica: a fan-out would cost more than the folds
-    assert out["execution"]["ray"] is False and out["execution"]["tasks"] == len(out["folds"]) == 4
+    how = out["execution"]
+    assert how["ray"] is False and how["tasks"] == 1 and how["folds"] == len(out["folds"]) == 4
 
     # the same folds on the warm workers and in-process give bit-identical numbers
     from compute.backtest.strategies import validate_strategy
@@ -230,7 +231,7 @@ def test_walkforward_folds_on_warm_workers_give_the_same_numbers(
     config = engine_config(req, "1h")
     local = walkforward_series(data, "ema_cross", grid, req, config, use_ray=False)
     spread = walkforward_series(data, "ema_cross", grid, req, config, use_ray=True)
-    assert spread["execution"]["ray"] is True and spread["execution"]["tasks"] == 4
+    assert spread["execution"]["ray"] is True and spread["execution"]["tasks"] >= 2
     for a in (local, spread):
         assert [f["oos_metrics"] for f in a["folds"]] == [f["oos_metrics"] for f in out["folds"]]
         assert [f["chosen_params"] for f in a["folds"]] == [

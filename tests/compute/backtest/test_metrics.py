@@ -91,3 +91,28 @@ def test_from_sums_matches_return_metrics() -> None:
     ref = metrics.return_metrics(r, 365)
     for key, value in s.items():
         assert float(value) == pytest.approx(ref[key], rel=1e-9), key
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_objective_value_is_return_metrics_bit_for_bit(seed: int) -> None:
+    from compute.backtest.metrics import objective_value
+
+    rng = np.random.default_rng(seed)
+    series = [
+        rng.normal(0.001, 0.03, 500),
+        rng.normal(-0.002, 0.02, 50),
+        np.zeros(30),
+        np.array([0.01]),
+        np.array([]),
+        np.array([-1.0, 0.5]),
+        rng.normal(0.0, 0.01, 200).clip(0.0),
+    ]
+    for r in series:
+        for ppy, rf in ((365.0, 0.0), (8760.0, 0.03)):
+            full = metrics.return_metrics(r, ppy, rf)
+            for objective in ("total_return", "sharpe", "sortino", "calmar"):
+                got = objective_value(r, objective, ppy, rf)
+                want = full[objective]
+                assert (got is None and want is None) or np.array_equal(
+                    np.float64(got), np.float64(want), equal_nan=True
+                ), (objective, got, want)

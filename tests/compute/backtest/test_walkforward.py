@@ -85,3 +85,51 @@ def test_decay_rule() -> None:
     assert falling["oos_slope"] == pytest.approx(-0.24) and falling["oos_slope_t"] < -2
     assert falling["fading"]
     assert decay_report([_fold(-1.0, 0.5), _fold(None, 0.1)])["oos_is_ratio"] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("anchored", "purge", "objective", "funded"),
+    [(False, 0, "sharpe", False), (True, 3, "calmar", True), (False, 7, "sortino", True)],
+)
+def test_batched_folds_equal_fold_by_fold_bit_for_bit(
+    anchored: bool, purge: int, objective: str, funded: bool
+) -> None:
+    """evaluate_folds (one batched scan for every train window, one for every test window)
+    gives exactly evaluate_fold's answers: chosen parameters, scores, metrics, OOS returns,
+    trades and regime checks, on real daily BTC."""
+    import json
+
+    from compute.backtest.strategies import validate_strategy
+    from compute.backtest.walkforward import evaluate_folds
+    from compute.indicators import regimes
+    from tests.compute.conftest import load_candles
+
+    c = load_candles("btc_1d")
+    candles = {k: c[k] for k in ("ts", "open", "high", "low", "close")}
+    config = BacktestConfig(fee_bps=10, slippage_bps=2, periods_per_year=365)
+    labels = {
+        "vol": regimes.vol_regime(c["close"]),
+        "trend": regimes.trend(c["high"], c["low"], c["close"])[1],
+    }
+    funding = None
+    if funded:
+        funding = np.where(np.arange(len(c["close"])) % 3 == 0, 1e-4, 0.0)
+    grid = [
+        validate_strategy("ema_cross", {"fast": f, "slow": s}) for f in (5, 12) for s in (40, 90)
+    ]
+    folds = make_folds(len(c["close"]), 600, 150, 150, purge, anchored)
+    one = [
+        evaluate_fold(f, candles, "ema_cross", grid, config, objective, regimes=labels,
+                      funding_rate=funding)
+        for f in folds
+    ]  # fmt: skip
+    many = evaluate_folds(
+        folds, candles, "ema_cross", grid, config, objective, regimes=labels, funding_rate=funding
+    )
+
+    def text(x: object) -> str:
+        return json.dumps(x, sort_keys=True, default=lambda a: np.asarray(a).tolist())
+
+    assert len(many) == len(one) > 10
+    assert [text(m) for m in many] == [text(o) for o in one]
+    assert len({text(m["params"]) for m in many}) > 1  # the choice really varies by fold
