@@ -25,6 +25,7 @@ from compute.core import inputs
 from compute.core.errors import InputDataError
 from compute.core.jaxconf import F64, jax, jnp, lax, require_x64
 from compute.indicators.pipeline import compute_indicators
+from compute.indicators.registry import Request
 from compute.strategy import machine
 from compute.strategy.program import Lowered, Program, fires, lower, series_reader
 from compute.strategy.spec import RULE_FIELDS, BoundSpec, StrategySpec
@@ -160,9 +161,11 @@ def candle_arrays(candles: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def indicator_columns(bound: BoundSpec, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every indicator column the spec reads, from one pipeline call."""
-    requests = bound.indicator_requests()
+def indicator_columns(
+    requests: tuple[Request, ...], arrays: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The columns of ``requests`` (e.g. :meth:`BoundSpec.indicator_requests`), from one
+    pipeline call."""
     if not requests:
         return {}
     get = arrays.get
@@ -185,7 +188,7 @@ def spec_positions(
     require_x64()
     bound = bind(spec, params)
     arrays = candle_arrays(candles)
-    columns = indicator_columns(bound, arrays)
+    columns = indicator_columns(bound.indicator_requests(), arrays)
     low = lower(bound.spec.rules, bound.requests, bound.values)
     leaves = leaf_arrays(low, columns, arrays)
     atrs = [columns[c] if c is not None else None for c in atr_columns(bound)]

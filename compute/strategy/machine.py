@@ -103,9 +103,10 @@ def step(
     Returns the next state and ``(target, reason)`` decided at this bar's close.
     """
     k_sl, k_tp, k_tr = kinds
+    stops = (k_sl, k_tp, k_tr) != (OFF, OFF, OFF)  # without stops: side is the only state
     fresh = s.fresh > 0.0
-    entry = jnp.where(fresh, b.open, s.entry)
-    ext = jnp.where(fresh, b.open, s.ext)
+    entry = jnp.where(fresh, b.open, s.entry) if k_sl != OFF or k_tp != OFF else s.entry
+    ext = jnp.where(fresh, b.open, s.ext) if k_tr != OFF else s.ext
     d_sl = jnp.where(fresh, p.sl * b.open, s.d_sl) if k_sl == PCT else s.d_sl
     d_tp = jnp.where(fresh, p.tp * b.open, s.d_tp) if k_tp == PCT else s.d_tp
     held_long, held_short = s.side > 0.0, s.side < 0.0
@@ -118,8 +119,9 @@ def step(
     if k_tr != OFF:
         d_tr = p.tr * ext if k_tr == PCT else s.d_tr
         hit_tr = (held_long & (b.low <= ext - d_tr)) | (held_short & (b.high >= ext + d_tr))
-    ext = jnp.where(held_long, jnp.maximum(ext, b.high), jnp.where(held_short,
-                    jnp.minimum(ext, b.low), ext))  # fmt: skip
+    if k_tr != OFF:
+        ext = jnp.where(held_long, jnp.maximum(ext, b.high), jnp.where(held_short,
+                        jnp.minimum(ext, b.low), ext))  # fmt: skip
     by_rule = (held_long & b.long_exit) | (held_short & b.short_exit)
     opposite = (held_long & b.short_entry & ~b.long_entry) | (
         held_short & b.long_entry & ~b.short_entry
@@ -140,5 +142,7 @@ def step(
         jnp.where(by_rule, RULE, jnp.where(opposite, REVERSE, NONE)))),
     )  # fmt: skip
     target = jnp.where(side > 0.0, p.long_weight, jnp.where(side < 0.0, -p.short_weight, 0.0))
-    state = State(side, entry, ext, d_sl, d_tp, d_tr_next, entered.astype(F64))
+    state = State(
+        side, entry, ext, d_sl, d_tp, d_tr_next, entered.astype(F64) if stops else s.fresh
+    )
     return state, (target + 0.0, reason.astype(jnp.int8))

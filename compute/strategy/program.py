@@ -6,13 +6,13 @@ parameter set of a grid (the values come in as arrays) and the program itself is
 
 Conditions are three-valued (Kleene): a comparison that reads a NaN (warm-up, a zero-scale
 z-score, a label's missing code) is *unknown*, not false; ``not unknown`` is unknown, ``false
-and unknown`` is false, ``true or unknown`` is true. Values are float64 ``1.0`` / ``0.0`` /
-``NaN``; a rule fires where it is ``1.0``. So ``not (rsi:14 > 70)`` does not fire during the
-RSI's warm-up, as plain booleans would.
+and unknown`` is false, ``true or unknown`` is true; a rule fires where it is known true. So
+``not (rsi:14 > 70)`` does not fire during the RSI's warm-up, as plain booleans would.
+:func:`truth` computes it as two boolean arrays (known true, known false): IEEE comparisons
+with NaN are false both ways, so no NaN arithmetic is needed.
 
-:func:`evaluate` reads leaf ``j`` at time offset ``o`` through a callable, so the same program
-runs on whole ``(T,)`` series (offset = a shift) and inside a time-major loop (offset = a
-read ``o`` bars back).
+:func:`evaluate` and :func:`truth` read leaf ``j`` ``back`` bars back through a callable, so
+the same program runs on whole ``(T,)`` series (a shift) and on the grid's segmented layout.
 """
 
 from __future__ import annotations
@@ -105,31 +105,22 @@ def lower(
 
 NAN = jnp.nan
 
-
-def _cmp(op: str, a: Array, b: Array) -> Array:
-    table: dict[str, Callable[[Array, Array], Array]] = {
-        ">": jnp.greater, "<": jnp.less, ">=": jnp.greater_equal, "<=": jnp.less_equal,
-        "==": jnp.equal, "!=": jnp.not_equal,
-    }  # fmt: skip
-    known = ~(jnp.isnan(a) | jnp.isnan(b))
-    return jnp.where(known, table[op](a, b).astype(F64), NAN)
-
-
-def k_and(a: Array, b: Array) -> Array:
-    """Kleene and of 1.0 / 0.0 / NaN values."""
-    return jnp.where((a == 0.0) | (b == 0.0), 0.0, jnp.where((a == 1.0) & (b == 1.0), 1.0, NAN))
-
-
-def k_or(a: Array, b: Array) -> Array:
-    """Kleene or of 1.0 / 0.0 / NaN values."""
-    return jnp.where((a == 1.0) | (b == 1.0), 1.0, jnp.where((a == 0.0) & (b == 0.0), 0.0, NAN))
-
-
 Reader = Callable[[int, int], Array]  # (leaf slot, bars back) -> values
+Consts = Sequence[Array] | Array
+
+#: comparison -> (true where, false where) on IEEE floats: both False when a side is NaN
+_CMP: dict[str, tuple[Callable[[Array, Array], Array], Callable[[Array, Array], Array]]] = {
+    ">": (jnp.greater, jnp.less_equal),
+    "<": (jnp.less, jnp.greater_equal),
+    ">=": (jnp.greater_equal, jnp.less),
+    "<=": (jnp.less_equal, jnp.greater),
+    "==": (jnp.equal, lambda a, b: (a < b) | (a > b)),
+    "!=": (lambda a, b: (a < b) | (a > b), jnp.equal),
+}
 
 
-def evaluate(p: Program, read: Reader, consts: Sequence[Array] | Array, back: int = 0) -> Array:
-    """The values of program ``p`` ``back`` bars before the reader's current position."""
+def evaluate(p: Program, read: Reader, consts: Consts, back: int = 0) -> Array:
+    """The numeric values of program ``p`` ``back`` bars before the reader's position."""
     tag = p[0]
     if tag == "const":
         return consts[p[1]]
@@ -139,35 +130,40 @@ def evaluate(p: Program, read: Reader, consts: Sequence[Array] | Array, back: in
         return evaluate(p[2], read, consts, back + p[1])
     if tag == "neg":
         return -evaluate(p[1], read, consts, back)
-    if tag == "not":
-        return 1.0 - evaluate(p[1], read, consts, back)
-    if tag in ("abs",):
+    if tag == "abs":
         return jnp.abs(evaluate(p[1], read, consts, back))
     a = evaluate(p[1], read, consts, back)
     b = evaluate(p[2], read, consts, back)
-    if tag == "min":
-        return jnp.minimum(a, b)
-    if tag == "max":
-        return jnp.maximum(a, b)
-    if tag == "+":
-        return a + b
-    if tag == "-":
-        return a - b
-    if tag == "*":
-        return a * b
-    if tag == "/":
-        return a / b
-    if tag == "and":
-        return k_and(a, b)
-    if tag == "or":
-        return k_or(a, b)
+    table: dict[str, Callable[[Array, Array], Array]] = {
+        "min": jnp.minimum, "max": jnp.maximum, "+": jnp.add, "-": jnp.subtract,
+        "*": jnp.multiply, "/": jnp.divide,
+    }  # fmt: skip
+    return table[tag](a, b)
+
+
+def truth(p: Program, read: Reader, consts: Consts, back: int = 0) -> tuple[Array, Array]:
+    """Where condition ``p`` is known true and where it is known false (bool arrays): the
+    three-valued logic without NaN arithmetic. Unknown = neither."""
+    tag = p[0]
+    if tag == "lag":
+        return truth(p[2], read, consts, back + p[1])
+    if tag == "not":
+        t, f = truth(p[1], read, consts, back)
+        return f, t
+    if tag in ("and", "or"):
+        ta, fa = truth(p[1], read, consts, back)
+        tb, fb = truth(p[2], read, consts, back)
+        return (ta & tb, fa | fb) if tag == "and" else (ta | tb, fa & fb)
+    a = evaluate(p[1], read, consts, back)
+    b = evaluate(p[2], read, consts, back)
     if tag in ("crosses_above", "crosses_below"):
         a1 = evaluate(p[1], read, consts, back + 1)
         b1 = evaluate(p[2], read, consts, back + 1)
-        if tag == "crosses_above":
-            return k_and(_cmp(">", a, b), _cmp("<=", a1, b1))
-        return k_and(_cmp("<", a, b), _cmp(">=", a1, b1))
-    return _cmp(tag, a, b)
+        now, then = (">", "<=") if tag == "crosses_above" else ("<", ">=")
+        return (_CMP[now][0](a, b) & _CMP[then][0](a1, b1),
+                _CMP[now][1](a, b) | _CMP[then][1](a1, b1))  # fmt: skip
+    is_true, is_false = _CMP[tag]
+    return is_true(a, b), is_false(a, b)
 
 
 def series_reader(leaves: Sequence[Array]) -> Reader:
@@ -187,8 +183,8 @@ def series_reader(leaves: Sequence[Array]) -> Reader:
     return read
 
 
-def fires(p: Program | None, read: Reader, consts: Sequence[Array] | Array, like: Array) -> Array:
-    """Where a rule is true (``False`` everywhere for a rule the spec does not have)."""
+def fires(p: Program | None, read: Reader, consts: Consts, like: Array) -> Array:
+    """Where a rule is (known) true; ``False`` everywhere for a rule the spec does not have."""
     if p is None:
         return jnp.zeros(like.shape, bool)
-    return evaluate(p, read, consts) == 1.0
+    return truth(p, read, consts)[0]
