@@ -44,7 +44,6 @@ from compute.backtest.sweep import (
     MAX_BARS,
     MAX_PARAM_SETS,
     _bar_values,  # the sweep kernel's per-bar returns (entry / hold / exit), shared on purpose
-    default_segments,
     entry_unit,
 )
 from compute.core import inputs
@@ -64,8 +63,17 @@ from compute.strategy.rules import Lag, RuleError, walk
 from compute.strategy.spec import BoundSpec, StrategySpec
 
 Array = jax.Array
+MAX_SEGMENTS = 32
+MIN_SEGMENT_BARS = 4_096
 METRICS = ("total_return", "cagr", "annual_volatility", "sharpe", "sortino", "max_drawdown",
            "calmar", "exposure")  # fmt: skip
+
+
+def spec_segments(length: int) -> int:
+    """``C`` for a spec sweep: up to 32 segments of at least 4,096 bars. Fewer than the EMA
+    sweep's 64: its lanes carry more state per set (measured on 1M bars x 100 sets: 32 and 48
+    segments ~1.05 s, 64 ~1.3 s, 16 ~2 s)."""
+    return int(min(MAX_SEGMENTS, max(1, length // MIN_SEGMENT_BARS)))
 
 
 def expand(
@@ -293,7 +301,7 @@ def _fused_sweep(
     for low in lowered:
         for n, arr in zip(low.leaves, leaf_arrays(low, columns, arrays), strict=True):
             leaf_rows.setdefault(n, arr)
-    segs = default_segments(length) if segments is None else int(segments)
+    segs = spec_segments(length) if segments is None else int(segments)
     if not 1 <= segs <= length:
         raise SpecError(f"segments must be in [1, {length}], got {segments!r}")
     steps = -(-length // segs)
