@@ -30,6 +30,7 @@ import numpy as np
 
 from compute.backtest.engine import MIN_REGIME_BARS, MIN_REGIME_TRADES, BacktestConfig, run_backtest
 from compute.backtest.metrics import return_metrics, returns_from_equity
+from compute.backtest.plugins import StrategyPlugin
 from compute.backtest.strategies import HELD_FROM_START, positions, validate_strategy
 from compute.core.errors import InputDataError, SpecError
 
@@ -96,31 +97,54 @@ def _score(metrics: Mapping[str, Any], objective: str) -> float:
     return float(value) if value is not None and math.isfinite(float(value)) else -math.inf
 
 
+Strategy = str | StrategyPlugin  # a built-in's name, or any plugin (a compiled spec included)
+
+
+def _positions(strategy: Strategy, params: Mapping[str, Any], c: Mapping[str, np.ndarray]) -> Any:
+    if isinstance(strategy, str):
+        return positions(strategy, params, c["open"], c["high"], c["low"], c["close"])
+    return strategy.positions(c, params)
+
+
+def _validate(strategy: Strategy, params: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(strategy, str):
+        return validate_strategy(strategy, params)
+    return strategy.validate(params)
+
+
+def _held_from_start(strategy: Strategy) -> bool:
+    if isinstance(strategy, str):
+        return strategy in HELD_FROM_START
+    return bool(strategy.held_from_start)
+
+
 def _run(
     candles: Mapping[str, np.ndarray],
     lo: int,
     hi: int,
-    strategy: str,
+    strategy: Strategy,
     params: Mapping[str, Any],
     config: BacktestConfig,
     regimes: Mapping[str, np.ndarray] | None,
     funding: np.ndarray | None,
 ) -> Any:
     c = _window(candles, 0, hi)
-    pos = positions(strategy, params, c["open"], c["high"], c["low"], c["close"])[lo:hi]
+    if "volume" in candles and not isinstance(strategy, str):
+        c["volume"] = np.asarray(candles["volume"])[:hi]
+    pos = np.asarray(_positions(strategy, params, c))[lo:hi]
     w = _window(candles, lo, hi)
     return run_backtest(
         w["ts"], w["open"], w["high"], w["low"], w["close"], pos, config,
         funding_rate=None if funding is None else funding[lo:hi],
         regimes=None if regimes is None else {k: np.asarray(v)[lo:hi] for k, v in regimes.items()},
-        hold_from_start=strategy in HELD_FROM_START,
+        hold_from_start=_held_from_start(strategy),
     )  # fmt: skip
 
 
 def evaluate_fold(
     fold: Fold,
     candles: Mapping[str, np.ndarray],
-    strategy: str,
+    strategy: Strategy,
     grid: Sequence[Mapping[str, Any]],
     config: BacktestConfig,
     objective: str = "sharpe",
@@ -128,8 +152,10 @@ def evaluate_fold(
     regimes: Mapping[str, np.ndarray] | None = None,
     funding_rate: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Choose on train, evaluate out of sample. ``candles`` holds ts/open/high/low/close over
-    all bars; ``regimes`` (``"vol"``/``"trend"`` label arrays over all bars) should be given,
+    """Choose on train, evaluate out of sample. ``strategy`` is a built-in's name or any
+    :class:`~compute.backtest.plugins.StrategyPlugin` (a Python plugin, a compiled spec).
+    ``candles`` holds ts/open/high/low/close (and volume, for plugins that read it) over all
+    bars; ``regimes`` (``"vol"``/``"trend"`` label arrays over all bars) should be given,
     else each window computes its own from its bars only.
 
     Returns ``fold`` (indices), ``params`` (chosen), ``is_metrics``, ``oos_metrics``,
@@ -140,7 +166,7 @@ def evaluate_fold(
         raise SpecError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if not grid:
         raise SpecError("the parameter grid is empty")
-    checked = [validate_strategy(strategy, p) for p in grid]
+    checked = [_validate(strategy, p) for p in grid]
     scores, train_runs = [], []
     for params in checked:
         res = _run(candles, fold.train_start, fold.train_end, strategy, params, config, regimes,

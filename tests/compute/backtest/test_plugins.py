@@ -99,3 +99,24 @@ def test_frame_validates_one_series() -> None:
     assert set(f) == {"open", "high", "low", "close", "volume", "ts"}
     with pytest.raises(ValueError, match="close above high"):
         frame(d["open"], d["high"], d["low"], d["high"] * 2)
+
+
+def test_walk_forward_takes_plugins_and_specs() -> None:
+    """A fold evaluated with a spec equal to ema_cross (long-only) and with the built-in's name
+    chooses the same parameters and gets the same out-of-sample returns."""
+    from compute.backtest.engine import BacktestConfig
+    from compute.backtest.walkforward import evaluate_fold, make_folds
+
+    d = random_candles(900, seed=3, vol=0.01)
+    fold = make_folds(900, 400, 200, 200, purge=5)[0]
+    cfg = BacktestConfig(fee_bps=5)
+    grid = [{"fast": 5, "slow": 20}, {"fast": 10, "slow": 40}]
+    builtin = evaluate_fold(fold, d, "ema_cross", [{**g, "long_only": 1} for g in grid], cfg)
+    spec = spec_plugin({"long_entry": "ema:{fast} > ema:{slow}",
+                        "long_exit": "ema:{fast} <= ema:{slow}"})  # fmt: skip
+    mine = evaluate_fold(fold, d, spec, grid, cfg)
+    assert mine["params"] == {k: builtin["params"][k] for k in ("fast", "slow")}
+    assert np.array_equal(mine["oos_returns"], builtin["oos_returns"])
+    assert mine["is_scores"] == builtin["is_scores"]
+    plugin = evaluate_fold(fold, d, sma_trend, [{"n": 10}, {"n": 30}], cfg)
+    assert plugin["params"]["n"] in (10, 30) and plugin["oos_returns"].size == 199
