@@ -36,12 +36,15 @@ class Aligned:
     mark: np.ndarray  # (N, T) last close at or before t (NaN before the first bar)
 
     def frame(self, i: int) -> dict[str, np.ndarray]:
-        """Coin ``i``'s own bars (present ones only), as a strategy frame."""
+        """Coin ``i``'s own bars (present ones only), as a strategy frame (``volume`` only
+        when the coin's candles had it)."""
         keep = self.present[i]
-        return {
-            "ts": self.ts[keep],
-            **{k: getattr(self, k)[i, keep] for k in ("open", "high", "low", "close", "volume")},
-        }
+        out = {"ts": self.ts[keep], **{k: getattr(self, k)[i, keep] for k in
+                                       ("open", "high", "low", "close")}}  # fmt: skip
+        volume = self.volume[i, keep]
+        if not np.isnan(volume).all():
+            out["volume"] = volume
+        return out
 
 
 def align(candles: Mapping[str, Mapping[str, npt.ArrayLike]], how: str = "union") -> Aligned:

@@ -53,6 +53,7 @@ def test_a_missing_bar_by_hand() -> None:
     np.testing.assert_allclose(res.contributions[:, 2], [0.05, 0.0], atol=1e-16)
     np.testing.assert_allclose(res.contributions[:, 3], [0.0, 0.05 / 0.9975], atol=1e-16)
     assert res.assets[1]["bars_present"] == 3
+    assert aligned.frame(1)["close"].tolist() == [50.0, 40, 45] and "volume" not in aligned.frame(1)
     inter = align(two_coins(), how="intersection")
     assert inter.ts.tolist() == [T0, T0 + DAY, T0 + 3 * DAY] and inter.present.all()
 
