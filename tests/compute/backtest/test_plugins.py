@@ -120,3 +120,16 @@ def test_walk_forward_takes_plugins_and_specs() -> None:
     assert mine["is_scores"] == builtin["is_scores"]
     plugin = evaluate_fold(fold, d, sma_trend, [{"n": 10}, {"n": 30}], cfg)
     assert plugin["params"]["n"] in (10, 30) and plugin["oos_returns"].size == 199
+
+
+def test_plugins_and_specs_pickle_for_workers() -> None:
+    import pickle
+
+    d = random_candles(300, seed=6)
+    spec = spec_plugin({"long_entry": "rsi:{n} < 30", "long_exit": "rsi:{n} > 50",
+                        "stop_loss": {"pct": 0.03}, "params": {"n": 10}})  # fmt: skip
+    for plugin, params in ((spec, {"n": 7}), (BUILTINS["rsi_mr"], {}), (sma_trend, {"n": 9})):
+        again = pickle.loads(pickle.dumps(plugin))
+        assert np.array_equal(again.positions(d, params), plugin.positions(d, params))
+    assert pickle.loads(pickle.dumps(BUILTINS["ema_cross"])) is BUILTINS["ema_cross"]
+    assert pickle.loads(pickle.dumps(sma_trend)) is sma_trend  # by reference to its module
