@@ -64,6 +64,9 @@ from compute.strategy.spec import BoundSpec, StrategySpec
 
 Array = jax.Array
 MAX_SEGMENTS = 32
+#: loop steps per iteration of the segmented loop: 2 measured ~1.5x faster than 1 on 1M bars x
+#: 100 sets (XLA fuses two steps' updates of each state array), 3-8 slower than 2
+UNROLL = 2
 MIN_SEGMENT_BARS = 4_096
 METRICS = ("total_return", "cagr", "annual_volatility", "sharpe", "sortino", "max_drawdown",
            "calmar", "exposure")  # fmt: skip
@@ -198,7 +201,7 @@ def _loop(kinds: tuple[int, int, int], segments: int) -> Any:
             def body(k: Array, st: tuple) -> tuple:
                 return fsm(k, st[0]), held_of(st[0])
 
-            return lax.fori_loop(0, steps, body, entry)
+            return lax.fori_loop(0, steps, body, entry, unroll=UNROLL)
 
         def full(entry: tuple) -> tuple:
             zero, one = jnp.zeros(shape, F64), jnp.ones(shape, F64)
@@ -218,7 +221,7 @@ def _loop(kinds: tuple[int, int, int], segments: int) -> Any:
                 return (fsm(k, s), held, sr, sr2, sn2, count, level, under, worst, low)
 
             init = (*entry, zero, zero, zero, zero, one, one, one, one)
-            return lax.fori_loop(0, steps, body, init)
+            return lax.fori_loop(0, steps, body, init, unroll=UNROLL)
 
         def handed(end: tuple) -> tuple:
             state, was = end
