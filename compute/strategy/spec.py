@@ -38,6 +38,7 @@ from typing import Any
 
 from compute.indicators.registry import MAX_WINDOW, REGISTRY, Request
 from compute.strategy import rules
+from compute.strategy.parser import parse_rule
 from compute.strategy.rules import IndicatorRef, Num, Placeholder, RuleError
 
 RULE_FIELDS = ("long_entry", "long_exit", "short_entry", "short_exit")
@@ -245,7 +246,7 @@ def parse_spec(raw: Mapping[str, Any], *, allow_future: bool = False) -> Strateg
         if not isinstance(text, str):
             raise _err(f, "a rule is a string", text, ["ema:12 > ema:26"])
         try:
-            trees[f] = rules.parse_rule(text, allow_future=allow_future)
+            trees[f] = parse_rule(text, allow_future=allow_future)
         except RuleError as exc:
             raise exc.located(f, text) from None
     for side in ("long", "short"):

@@ -13,7 +13,8 @@ from compute.core.errors import InputDataError, SpecError
 from compute.indicators.pipeline import compute_indicators
 from compute.indicators.registry import REGISTRY
 from compute.strategy import rules
-from compute.strategy.rules import RuleError, parse_rule
+from compute.strategy.parser import parse_rule
+from compute.strategy.rules import RuleError
 from compute.strategy.spec import parse_spec
 from tests.compute.conftest import random_candles
 
