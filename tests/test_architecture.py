@@ -36,6 +36,7 @@ COMPUTE_LAYERS = {
     "risk": {"core"},
     "simulation": {"core"},
     "backtest": {"core", "indicators"},
+    "strategy": {"core", "indicators", "backtest"},
 }
 SQL_NAMES = {"select", "func", "text", "insert", "update", "delete", "and_", "or_", "literal"}
 HTTP_PACKAGES = {"fastapi", "starlette"}

@@ -103,14 +103,25 @@ def validate_strategy(name: str, params: Mapping[str, Any] | None = None) -> dic
     strategy = STRATEGIES.get(name) if isinstance(name, str) else None
     if strategy is None:
         raise StrategyError(f"unknown strategy {name!r}; valid strategies:\n{describe()}")
+    return check_params(name, strategy.params, params, strategy.check)
+
+
+def check_params(
+    name: str,
+    declared: tuple[Param, ...],
+    params: Mapping[str, Any] | None,
+    check: Callable[[Values], str | None] = lambda v: None,
+) -> dict[str, Any]:
+    """``params`` validated against ``declared`` (defaults filled in, ints as ``int``); the
+    rules of :func:`validate_strategy`, for any strategy (built-in or plugin)."""
     given = dict(params or {})
-    known = {p.name: p for p in strategy.params}
+    known = {p.name: p for p in declared}
     unknown = sorted(set(given) - set(known))
     if unknown:
-        valid = ", ".join(p.usage() for p in strategy.params) or "none"
+        valid = ", ".join(p.usage() for p in declared) or "none"
         raise StrategyError(f"{name}: unknown parameter(s) {unknown}; valid parameters: {valid}")
     out: dict[str, Any] = {}
-    for p in strategy.params:
+    for p in declared:
         value = given.get(p.name, p.default)
         if isinstance(value, bool):
             value = int(value)
@@ -125,7 +136,7 @@ def validate_strategy(name: str, params: Mapping[str, Any] | None = None) -> dic
                 f"{name}: {p.name} must be in [{p.low:g}, {p.high:g}], got {value!r}"
             )
         out[p.name] = int(value) if p.kind is int else float(value)
-    problem = strategy.check(out)
+    problem = check(out)
     if problem:
         raise StrategyError(f"{name}: {problem}")
     return out
@@ -171,6 +182,7 @@ __all__ = [
     "STRATEGIES",
     "Strategy",
     "StrategyError",
+    "check_params",
     "positions",
     "required_bars",
     "validate_strategy",

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from compute.backtest.engine import (
     MIN_REGIME_BARS,
@@ -44,6 +45,7 @@ from compute.backtest.engine import (
     simulate_many,
 )
 from compute.backtest.metrics import objective_value, return_metrics, returns_from_equity
+from compute.backtest.plugins import StrategyPlugin
 from compute.backtest.strategies import HELD_FROM_START, positions, validate_strategy
 from compute.core.errors import InputDataError, SpecError
 
@@ -113,31 +115,54 @@ def _score(metrics: Mapping[str, Any], objective: str) -> float:
     return _finite(metrics.get(objective))
 
 
+Strategy = str | StrategyPlugin  # a built-in's name, or any plugin (a compiled spec included)
+
+
+def _positions(strategy: Strategy, params: Mapping[str, Any], c: Mapping[str, np.ndarray]) -> Any:
+    if isinstance(strategy, str):
+        return positions(strategy, params, c["open"], c["high"], c["low"], c["close"])
+    return strategy.positions(c, params)
+
+
+def _validate(strategy: Strategy, params: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(strategy, str):
+        return validate_strategy(strategy, params)
+    return strategy.validate(params)
+
+
+def _held_from_start(strategy: Strategy) -> bool:
+    if isinstance(strategy, str):
+        return strategy in HELD_FROM_START
+    return bool(strategy.held_from_start)
+
+
 def _run(
     candles: Mapping[str, np.ndarray],
     lo: int,
     hi: int,
-    strategy: str,
+    strategy: Strategy,
     params: Mapping[str, Any],
     config: BacktestConfig,
     regimes: Mapping[str, np.ndarray] | None,
     funding: np.ndarray | None,
 ) -> Any:
     c = _window(candles, 0, hi)
-    pos = positions(strategy, params, c["open"], c["high"], c["low"], c["close"])[lo:hi]
+    if "volume" in candles and not isinstance(strategy, str):
+        c["volume"] = np.asarray(candles["volume"])[:hi]
+    pos = np.asarray(_positions(strategy, params, c))[lo:hi]
     w = _window(candles, lo, hi)
     return run_backtest(
         w["ts"], w["open"], w["high"], w["low"], w["close"], pos, config,
         funding_rate=None if funding is None else funding[lo:hi],
         regimes=None if regimes is None else {k: np.asarray(v)[lo:hi] for k, v in regimes.items()},
-        hold_from_start=strategy in HELD_FROM_START,
+        hold_from_start=_held_from_start(strategy),
     )  # fmt: skip
 
 
 def evaluate_fold(
     fold: Fold,
     candles: Mapping[str, np.ndarray],
-    strategy: str,
+    strategy: Strategy,
     grid: Sequence[Mapping[str, Any]],
     config: BacktestConfig,
     objective: str = "sharpe",
@@ -145,8 +170,10 @@ def evaluate_fold(
     regimes: Mapping[str, np.ndarray] | None = None,
     funding_rate: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Choose on train, evaluate out of sample. ``candles`` holds ts/open/high/low/close over
-    all bars; ``regimes`` (``"vol"``/``"trend"`` label arrays over all bars) should be given,
+    """Choose on train, evaluate out of sample. ``strategy`` is a built-in's name or any
+    :class:`~compute.backtest.plugins.StrategyPlugin` (a Python plugin, a compiled spec).
+    ``candles`` holds ts/open/high/low/close (and volume, for plugins that read it) over all
+    bars; ``regimes`` (``"vol"``/``"trend"`` label arrays over all bars) should be given,
     else each window computes its own from its bars only.
 
     Returns ``fold`` (indices), ``params`` (chosen), ``is_metrics``, ``oos_metrics``,
@@ -157,7 +184,7 @@ def evaluate_fold(
         raise SpecError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if not grid:
         raise SpecError("the parameter grid is empty")
-    checked = [validate_strategy(strategy, p) for p in grid]
+    checked = [_validate(strategy, p) for p in grid]
     scores, train_runs = [], []
     for params in checked:
         res = _run(candles, fold.train_start, fold.train_end, strategy, params, config, regimes,
@@ -199,14 +226,14 @@ def _prepared(
 
 def _window_regimes(
     regimes: Mapping[str, np.ndarray] | None, lo: int, hi: int
-) -> dict[str, np.ndarray] | None:
+) -> dict[str, npt.ArrayLike] | None:
     return None if regimes is None else {k: np.asarray(v)[lo:hi] for k, v in regimes.items()}
 
 
 def evaluate_folds(
     folds: Sequence[Fold],
     candles: Mapping[str, np.ndarray],
-    strategy: str,
+    strategy: Strategy,
     grid: Sequence[Mapping[str, Any]],
     config: BacktestConfig,
     objective: str = "sharpe",
@@ -219,15 +246,29 @@ def evaluate_folds(
         raise SpecError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if not grid:
         raise SpecError("the parameter grid is empty")
-    checked = [validate_strategy(strategy, p) for p in grid]
-    hold = strategy in HELD_FROM_START
-    o, h, lo_, c = (np.asarray(candles[k]) for k in ("open", "high", "low", "close"))
+    checked = [_validate(strategy, p) for p in grid]
+    hold = _held_from_start(strategy)
+    cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def signal(g: int, hi: int) -> np.ndarray:
+        """Positions of grid point ``g`` from every bar up to ``hi`` (causal signals: earlier
+        history is warm-up), computed once per (point, end)."""
+        if (g, hi) not in cache:
+            c = _window(candles, 0, hi)
+            if "volume" in candles and not isinstance(strategy, str):
+                c["volume"] = np.asarray(candles["volume"])[:hi]
+            cache[(g, hi)] = np.asarray(_positions(strategy, checked[g], c))
+        return cache[(g, hi)]
+
     train = []
     for fold in folds:
-        for params in checked:
-            hi = fold.train_end  # causal signals on every bar up to the window's end
-            pos = positions(strategy, params, o[:hi], h[:hi], lo_[:hi], c[:hi])
-            train.append(_prepared(candles, fold.train_start, hi, pos, config, funding_rate, hold))
+        for g in range(len(checked)):
+            pos = signal(g, fold.train_end)
+            train.append(
+                _prepared(
+                    candles, fold.train_start, fold.train_end, pos, config, funding_rate, hold
+                )
+            )
     outs = simulate_many(train)
     ppy, rf = config.periods_per_year, config.risk_free_rate
     scores = [
@@ -239,9 +280,10 @@ def evaluate_folds(
         row = scores[k * n_grid : (k + 1) * n_grid]
         best = int(np.argmax(row)) if any(math.isfinite(x) for x in row) else 0
         chosen.append((best, row))
-        hi = fold.test_end
-        pos = positions(strategy, checked[best], o[:hi], h[:hi], lo_[:hi], c[:hi])
-        tests.append(_prepared(candles, fold.test_start, hi, pos, config, funding_rate, hold))
+        pos = signal(best, fold.test_end)
+        tests.append(
+            _prepared(candles, fold.test_start, fold.test_end, pos, config, funding_rate, hold)
+        )
     test_outs = simulate_many(tests)
     results = []
     for k, fold in enumerate(folds):
