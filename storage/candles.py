@@ -229,11 +229,15 @@ class CandleRepository:
                 replaced = owners.evict_foreign(  # bars replace the foreign rows at them
                     coin, interval, sources[0], group["ts"].to_numpy(np.int64)
                 )
+            changed = replaced + removed
             for source, part in group.groupby("source", sort=True):
                 inserted, updated = write(part, coin, interval, str(source), stamp)
+                changed += inserted + updated
                 result = result + UpsertResult(
                     inserted=inserted, updated=updated, unchanged=len(part) - inserted - updated
                 )
+            if changed:
+                owners.bump(coin, interval)
             # rows rewritten by a replacement were deleted and written again: not new bars
             result = result + UpsertResult(inserted=-replaced, replaced=replaced, removed=removed)
             if replace_source or info.foreign_rows:
@@ -446,6 +450,7 @@ class CandleRepository:
         res = self.session.execute(
             delete(Candle).where(Candle.coin == coin, Candle.interval == interval)
         )
+        SeriesRepository(self.session).bump(coin, interval)
         SeriesRepository(self.session).forget(coin, interval)
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
 

@@ -107,6 +107,11 @@ class Series(Base):
     foreign_rows: Mapped[int] = mapped_column(
         BigInteger, comment="rows of other sources still in the series (0 when clean)"
     )
+    version: Mapped[int] = mapped_column(
+        BigInteger,
+        server_default="0",
+        comment="bumped in the transaction of every write that changes the series' candles",
+    )
 
 
 class MarketSnapshot(Base):

@@ -199,6 +199,22 @@ class SeriesRepository:
             raise self._conflict(coin, interval, info.source, family, rows=rows, detail=source)
         return info
 
+    def version(self, coin: str, interval: str) -> int | None:
+        """The series' change counter (None: no such series): equal versions, equal candles,
+        so a reader may keep what it read (one primary-key lookup)."""
+        value = self.session.scalar(
+            select(Series.version).where(Series.coin == coin, Series.interval == interval)
+        )
+        return None if value is None else int(value)
+
+    def bump(self, coin: str, interval: str) -> None:
+        """Count a change of the series' candles (inside the writing transaction)."""
+        self.session.execute(
+            update(Series)
+            .where(Series.coin == coin, Series.interval == interval)
+            .values(version=Series.version + 1)
+        )
+
     def replace_source(
         self, coin: str, interval: str, source: str, ts: npt.NDArray[np.int64], *, now: int
     ) -> Replacement:

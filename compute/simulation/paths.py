@@ -25,6 +25,7 @@ one bin width (far below the Monte Carlo error of 1e6 paths).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
@@ -338,12 +339,11 @@ def _fix(x: float) -> int:
     return round(float(x) * FIX)
 
 
-def hist_quantile(counts: np.ndarray, lo: float, width: float, q: float) -> float:
-    """Quantile ``q`` (0..1) of values binned in ``[lo + k w, lo + (k+1) w)``: order
-    statistics spread evenly inside their bin, then NumPy's linear interpolation."""
+def hist_quantiles(counts: np.ndarray, lo: float, width: float, qs: Sequence[float]) -> list[float]:
+    """Quantiles ``qs`` (0..1) of values binned in ``[lo + k w, lo + (k+1) w)``: order
+    statistics spread evenly inside their bin, then NumPy's linear interpolation. One
+    cumulative sum serves every quantile of the histogram."""
     n = int(counts.sum())
-    pos = q * (n - 1)
-    below, above = math.floor(pos), math.ceil(pos)
     cum = np.cumsum(counts)
 
     def order_stat(k: int) -> float:
@@ -351,8 +351,18 @@ def hist_quantile(counts: np.ndarray, lo: float, width: float, q: float) -> floa
         before = int(cum[b - 1]) if b else 0
         return lo + width * (b + (k - before + 0.5) / int(counts[b]))
 
-    v0 = order_stat(below)
-    return v0 + (pos - below) * (order_stat(above) - v0)
+    out = []
+    for q in qs:
+        pos = q * (n - 1)
+        below, above = math.floor(pos), math.ceil(pos)
+        v0 = order_stat(below)
+        out.append(v0 + (pos - below) * (order_stat(above) - v0))
+    return out
+
+
+def hist_quantile(counts: np.ndarray, lo: float, width: float, q: float) -> float:
+    """One quantile of :func:`hist_quantiles`."""
+    return hist_quantiles(counts, lo, width, (q,))[0]
 
 
 def int_quantile(counts: np.ndarray, q: float) -> float:
@@ -388,20 +398,23 @@ def finalize(acc: Accumulator, layout: Layout) -> dict[str, Any]:
     dd_w, log_w = 1.0 / DD_BINS, (LOG_HI - LOG_LO) / TERM_BINS
     fan_w = (LOG_HI - LOG_LO) / FAN_BINS
     # drawdown bins count from 0 downwards: quantile q of dd is -(quantile 1-q of -dd)
-    dd_pct = {f"p{p}": -hist_quantile(acc.dd, 0.0, dd_w, 1 - p / 100) for p in PERCENTILES}
+    dd_q = hist_quantiles(acc.dd, 0.0, dd_w, [1 - p / 100 for p in PERCENTILES])
+    dd_pct = {f"p{p}": -v for p, v in zip(PERCENTILES, dd_q, strict=True)}
     var99, es99 = _var_es(acc, 0.01)
     var95, es95 = _var_es(acc, 0.05)
-    term_q = {
-        f"p{p}": math.exp(hist_quantile(acc.term, LOG_LO, log_w, p / 100)) - 1.0
-        for p in (1, 5, 25, 50, 75, 95, 99)
-    }
+    term_ps = (1, 5, 25, 50, 75, 95, 99)
+    term_v = hist_quantiles(acc.term, LOG_LO, log_w, [p / 100 for p in term_ps])
+    term_q = {f"p{p}": math.exp(v) - 1.0 for p, v in zip(term_ps, term_v, strict=True)}
     nz = np.nonzero(acc.longest)[0]
+    fan_qs = [p / 100 for p in FAN_PERCENTILES]
     fan = [
         {
             "step": s,
             **{
-                f"p{p}": math.exp(hist_quantile(acc.fan[i], LOG_LO, fan_w, p / 100))
-                for p in FAN_PERCENTILES
+                f"p{p}": math.exp(v)
+                for p, v in zip(
+                    FAN_PERCENTILES, hist_quantiles(acc.fan[i], LOG_LO, fan_w, fan_qs), strict=True
+                )
             },
         }
         for i, s in enumerate(layout.fan_steps)

@@ -266,10 +266,10 @@ def get_regimes(
                 "vol_regime": {str(int(m)): m.name for m in VolRegime},
                 "trend_regime": {str(int(m)): m.name for m in TrendRegime},
             },
-            "count": len(rows),
+            "count": len(result.ts),
             "rows": rows,
             "summary": {
-                "bars": len(rows),
+                "bars": len(result.ts),
                 "vol_regime": {m.name: _share(vol_codes, m) for m in VolRegime},
                 "trend_regime": {m.name: _share(trend_codes, m) for m in TrendRegime},
             },

@@ -38,7 +38,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         workers.configure(settings)
         stop = start_reaper(settings.database_url, settings.run_heartbeat_timeout_s)
         if settings.warm_up:
-            warmup.start_in_background(warmup.warm_up_replica, app_sessions(app), settings)
+            warmup.start_in_background(
+                warmup.warm_up_replica,
+                app_sessions(app),
+                settings,
+                cache_dir=settings.jax_cache_dir,
+            )
     yield
     if stop is not None:
         stop.set()

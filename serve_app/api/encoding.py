@@ -34,7 +34,29 @@ def cells(values: np.ndarray, kind: str) -> list[Cell]:
     return list(out.tolist())
 
 
-def rows(ts: np.ndarray, columns: dict[str, list[Cell]]) -> list[dict[str, Cell]]:
+def _tokens(values: Any) -> list[bytes]:
+    """The elements of a flat JSON array (numbers, nulls, comma-free strings) as tokens."""
+    data = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+    return data[1:-1].split(b",") if len(data) > 2 else []
+
+
+def rows(ts: np.ndarray, columns: dict[str, list[Cell]]) -> orjson.Fragment:
+    """``[{"ts": iso, "ts_unix": s, <column>: cell, ...}, ...]`` as pre-encoded JSON: each
+    column is serialised once and the row objects are stitched from the tokens (several
+    times faster than building a dict per row; ``rows_reference`` is the plain version the
+    tests hold it equal to)."""
+    if not len(ts):
+        return orjson.Fragment(b"[]")
+    keys = ["ts", "ts_unix", *columns]
+    template = ("{" + ",".join(f"{orjson.dumps(k).decode()}:%s" for k in keys) + "}").encode()
+    tokens = [_tokens(iso_array(ts)), _tokens(np.asarray(ts, np.int64))]
+    tokens += [_tokens(v) for v in columns.values()]
+    body = b",".join([template % row for row in zip(*tokens, strict=True)])
+    return orjson.Fragment(b"[" + body + b"]")
+
+
+def rows_reference(ts: np.ndarray, columns: dict[str, list[Cell]]) -> list[dict[str, Cell]]:
+    """One dict per row: what :func:`rows` must encode to, byte for byte."""
     keys = ["ts", "ts_unix", *columns]
     lists = [iso_array(ts), ts.tolist(), *columns.values()]
     return [dict(zip(keys, values, strict=True)) for values in zip(*lists, strict=True)]

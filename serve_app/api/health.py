@@ -18,6 +18,7 @@ from serve_app.api.deps import EngineDep, SettingsDep
 from serve_app.api.errors import error_response
 from serve_app.api.schemas.health import (
     DatabaseHealth,
+    ExecutionHealth,
     HealthResponse,
     IngestionHealth,
     LiveResponse,
@@ -151,6 +152,20 @@ def _ray() -> RayHealth | None:
     )
 
 
+def _execution() -> ExecutionHealth:
+    from serve_app.execution.warmup import STATE
+
+    workers = None
+    if _ray() is not None:
+        from serve_app.execution.workers import pool
+
+        try:
+            workers = pool().status()
+        except Exception as exc:  # the workers' state must not make /health fail
+            workers = [{"error": f"{type(exc).__name__}: {exc}"[:300]}]
+    return ExecutionHealth(warm_up=dict(STATE), workers=workers)
+
+
 def _ingestion(settings: Settings) -> IngestionHealth | None:
     status, problem = supervisor_status(settings)
     if problem:
@@ -189,6 +204,7 @@ def health(engine: EngineDep, settings: SettingsDep) -> HealthResponse:
     if ingestion is not None and (ingestion.reason or ingestion.stalled) and status == "ok":
         status = "degraded"
     return HealthResponse(
+        execution=_execution(),
         ingestion=ingestion,
         status=status,
         version=package_version(),

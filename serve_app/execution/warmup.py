@@ -135,8 +135,42 @@ def _step(name: str, fn: Any, *args: Any, **kwargs: Any) -> None:
     log.info("warmed %s in %.2f s", name, time.perf_counter() - t0)
 
 
-def start_in_background(fn: Any, *args: Any) -> threading.Thread:
+STATE: dict[str, Any] = {"state": "not started", "seconds": None}
+
+
+def run_warm_up(fn: Any, cache_dir: str | None, *args: Any) -> None:
+    """Run ``fn`` at a low priority, one warm-up at a time per machine (a lock file in the
+    compilation cache: the second process then loads what the first compiled)."""
+    import contextlib
+    import fcntl
+    import os
+    from pathlib import Path
+
+    with contextlib.suppress(OSError, AttributeError):  # Linux: per-thread nice
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    STATE.update(state="waiting", started_at=time.time())
+    lock = None
+    try:
+        if cache_dir:
+            path = Path(cache_dir).expanduser().resolve()
+            path.mkdir(parents=True, exist_ok=True)
+            lock = (path / ".warm-up.lock").open("w")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        STATE["state"] = "running"
+        seconds = fn(*args)
+        STATE.update(state="done", seconds=round(float(seconds), 2))
+    except Exception as exc:  # a failed warm-up only costs a first caller its compile
+        STATE.update(state="failed", error=str(exc)[:300])
+        log.warning("warm-up failed: %s", exc)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def start_in_background(fn: Any, *args: Any, cache_dir: str | None = None) -> threading.Thread:
     """Run a warm-up on a daemon thread (start-up and readiness never wait for it)."""
-    thread = threading.Thread(target=fn, args=args, name="warm-up", daemon=True)
+    thread = threading.Thread(
+        target=run_warm_up, args=(fn, cache_dir, *args), name="warm-up", daemon=True
+    )
     thread.start()
     return thread

@@ -69,12 +69,10 @@ class ComputeWorker:
             self.warm.set()
 
     def _warm_up(self) -> None:
-        from serve_app.execution.warmup import warm_up_worker
+        from serve_app.execution.warmup import run_warm_up, warm_up_worker
 
         try:
-            warm_up_worker()
-        except Exception as exc:  # a failed warm-up only costs the first caller a compile
-            log.warning("compute worker warm-up failed: %s", exc)
+            run_warm_up(warm_up_worker, os.environ.get("JAX_COMPILATION_CACHE_DIR"))
         finally:
             self.warm.set()
 

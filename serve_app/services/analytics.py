@@ -28,10 +28,10 @@ from compute.indicators.registry import (
     Request,
     parse_indicator_spec,
 )
-from serve_app.services.inputs import check_limit, parse_range, resolve_coin
+from serve_app.services.inputs import check_limit, parse_range, read_columns, resolve_coin
 from serve_app.settings import Settings
 from serve_app.timefmt import iso
-from storage.candle_reads import CandleColumns, read_candle_columns
+from storage.candle_reads import CandleColumns
 from storage.candles import CandleRepository
 from storage.errors import (
     ConfigurationError,
@@ -221,7 +221,7 @@ def compute_window(
     lookback = lookback_of(requests)
     with sessions() as session:
         name = resolve_coin(session, settings, coin)
-        candles = read_candle_columns(
+        candles = read_columns(
             session,
             name,
             interval,
@@ -238,7 +238,7 @@ def compute_window(
             )
         offset = 0
         if lookback:
-            before = read_candle_columns(
+            before = read_columns(
                 session, name, interval, end=int(candles.ts[0]) - 1, limit=lookback, latest=True
             )
             candles, offset = concat(before, candles), len(before)

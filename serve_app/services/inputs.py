@@ -9,6 +9,8 @@ fields the API body carries (``parameter``, ``known_coins``, ``required_candles`
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from serve_app.settings import Settings
 from serve_app.timefmt import iso, parse_time
-from storage.candle_reads import read_candle_columns
+from storage.candle_reads import CandleColumns, read_candle_columns
 from storage.candles import CandleRepository
 from storage.derivatives import FundingRepository
 from storage.errors import (
@@ -29,9 +31,11 @@ from storage.errors import (
 )
 from storage.fingerprint import series_fingerprint
 from storage.intervals import INTERVAL_SECONDS, interval_seconds
+from storage.series import SeriesRepository
 from storage.snapshots import SnapshotRepository
 
 MAX_BACKTEST_BARS = 1_000_000  # candles one request may use (warm-up included)
+CACHE_BARS = 4_000_000  # candles this process keeps from recent reads (~200 MB at most)
 
 
 # ------------------------------------------------------------------------ coin, interval, time
@@ -128,7 +132,100 @@ def check_window(session: Session, settings: Settings, req: SeriesRequest) -> Wi
     return Window(resolve_coin(session, settings, req.coin), interval, start, end)
 
 
+# ------------------------------------------------------------------------- the read cache
+@dataclass(frozen=True)
+class _Read:
+    version: int
+    candles: CandleColumns
+    fingerprint: str
+
+
+class _ReadCache:
+    """The candles of recent windows, valid while their series' version is unchanged.
+
+    Every write that changes a series' candles bumps ``series.version`` in its own
+    transaction (``storage.candles``), so a reader that finds the version it read under can
+    use what it read: one primary-key lookup instead of the read, the conversion and the
+    fingerprint. Keyed by database, coin, interval and window; least recently used entries go
+    first once ``CACHE_BARS`` candles are held.
+    """
+
+    def __init__(self, max_bars: int) -> None:
+        self.max_bars = max_bars
+        self._items: OrderedDict[tuple[Any, ...], _Read] = OrderedDict()
+        self._bars = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], version: int) -> _Read | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None or hit.version != version:
+                return None
+            self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple[Any, ...], read: _Read) -> None:
+        n = len(read.candles.ts)
+        if n > self.max_bars // 4:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            self._bars -= 0 if old is None else len(old.candles.ts)
+            self._items[key] = read
+            self._bars += n
+            while self._bars > self.max_bars and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self._bars -= len(dropped.candles.ts)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bars = 0
+
+
+READS = _ReadCache(CACHE_BARS)
+
+
+def _key(session: Session, w: Window) -> tuple[Any, ...]:
+    return (str(session.get_bind().engine.url), w.coin, w.interval, w.start, w.end)
+
+
+def _cached(session: Session, w: Window) -> tuple[int | None, _Read | None]:
+    version = SeriesRepository(session).version(w.coin, w.interval)
+    if version is None:
+        return None, None
+    return version, READS.get(_key(session, w), version)
+
+
+def read_columns(
+    session: Session,
+    coin: str,
+    interval: str,
+    *,
+    start: int | None = None,
+    end: int | None = None,
+    limit: int,
+    latest: bool = False,
+) -> CandleColumns:
+    """``storage.candle_reads.read_candle_columns`` through the read cache (same answer)."""
+    version = SeriesRepository(session).version(coin, interval)
+    key = (str(session.get_bind().engine.url), coin, interval, start, end, limit, latest)
+    if version is not None:
+        hit = READS.get(key, version)
+        if hit is not None:
+            return hit.candles
+    c = read_candle_columns(
+        session, coin, interval, start=start, end=end, limit=limit, latest=latest
+    )
+    if version is not None:
+        READS.put(key, _Read(version, c, ""))
+    return c
+
+
 def count_candles(session: Session, w: Window) -> int:
+    _, hit = _cached(session, w)
+    if hit is not None:
+        return len(hit.candles.ts)
     return CandleRepository(session).count(w.coin, w.interval, start=w.start, end=w.end)
 
 
@@ -251,8 +348,8 @@ def funding_per_bar(
     return out
 
 
-def _fingerprint(frame: pd.DataFrame, funding: pd.DataFrame | None) -> str:
-    fp = series_fingerprint(frame)
+def _with_funding(fp: str, funding: pd.DataFrame | None) -> str:
+    """The candles' fingerprint, extended by the funding applied (when any)."""
     if funding is None or funding.empty:
         return fp
     raw = funding["ts"].to_numpy(np.int64).tobytes()
@@ -260,22 +357,30 @@ def _fingerprint(frame: pd.DataFrame, funding: pd.DataFrame | None) -> str:
     return f"{fp}-f{hashlib.sha256(raw).hexdigest()[:16]}"
 
 
-def load_series(session: Session, w: Window, *, with_funding: bool) -> SeriesData:
-    """Candles of the window (and the funding settled during them) as arrays."""
+def _candles(session: Session, w: Window) -> _Read:
+    """The candles of the window (from the read cache when the series is unchanged)."""
+    version, hit = _cached(session, w)
+    if hit is not None:
+        return hit
     c = read_candle_columns(
         session, w.coin, w.interval, start=w.start, end=w.end, limit=MAX_BACKTEST_BARS + 1
     )
-    step = interval_seconds(w.interval)
     frame = pd.DataFrame(
-        {
-            "ts": c.ts,
-            "open": c.open,
-            "high": c.high,
-            "low": c.low,
-            "close": c.close,
-            "volume_base": c.volume_base,
-        }
-    )
+        {"ts": c.ts, "open": c.open, "high": c.high, "low": c.low, "close": c.close,
+         "volume_base": c.volume_base}
+    )  # fmt: skip
+    read = _Read(-1 if version is None else version, c, series_fingerprint(frame))
+    if version is not None:
+        READS.put(_key(session, w), read)
+    return read
+
+
+def load_series(session: Session, w: Window, *, with_funding: bool) -> SeriesData:
+    """Candles of the window (and the funding settled during them, always read fresh) as
+    arrays."""
+    read = _candles(session, w)
+    c = read.candles
+    step = interval_seconds(w.interval)
     funding = None
     per_bar = None
     if with_funding and len(c):
@@ -300,6 +405,6 @@ def load_series(session: Session, w: Window, *, with_funding: bool) -> SeriesDat
         volume=c.volume_base,
         funding=per_bar,
         funding_rows=0 if funding is None else len(funding),
-        fingerprint=_fingerprint(frame, funding),
+        fingerprint=_with_funding(read.fingerprint, funding),
         missing_bars=missing,
     )

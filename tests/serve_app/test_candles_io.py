@@ -98,3 +98,24 @@ def test_iso_forms_agree() -> None:
 )
 def test_negotiate(explicit: str | None, accept: str | None, expected: str) -> None:
     assert negotiate(explicit, accept) == expected  # type: ignore[arg-type]
+
+
+def test_rows_are_the_plain_encoding_byte_for_byte() -> None:
+    import orjson
+
+    from serve_app.api.encoding import cells, rows, rows_reference
+
+    rng = np.random.default_rng(9)
+    ts = np.arange(50, dtype=np.int64) * 3_600 + 1_700_000_000
+    values = rng.normal(size=50)
+    values[[0, 3, 17]] = np.nan
+    labels = rng.integers(-1, 3, 50)
+    columns = {
+        "ema_20": cells(values, "indicator"),
+        "vreg": cells(labels, "label"),
+        "name": [f"X{i % 3}" for i in range(50)],
+        "big": cells(values * 1e300, "indicator"),
+    }
+    body = orjson.dumps({"rows": rows(ts, columns)})
+    assert body == orjson.dumps({"rows": rows_reference(ts, columns)})
+    assert orjson.dumps(rows(ts[:0], {"a": []})) == b"[]"

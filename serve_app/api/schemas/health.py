@@ -95,6 +95,18 @@ class IngestionHealth(ApiModel):
     gap_checks: list[dict[str, Any]] = Field(description="recent gap checks and their results")
 
 
+class ExecutionHealth(ApiModel):
+    """Where compute runs: this replica's kernel warm-up and the warm workers."""
+
+    warm_up: dict[str, Any] = Field(
+        description="this replica's warm-up: state (not started, waiting, running, done, "
+        "failed) and seconds"
+    )
+    workers: list[dict[str, Any]] | None = Field(
+        description="each warm compute worker: node, pid, warm, calls, compiles (null without Ray)"
+    )
+
+
 class HealthResponse(ApiModel):
     status: Literal["ok", "degraded", "down"] = Field(
         description="ok; degraded (not migrated or a stale series); down (no database)"
@@ -105,6 +117,9 @@ class HealthResponse(ApiModel):
     database: DatabaseHealth = Field(description="database reachability and revision")
     series: list[SeriesHealth] | None = Field(
         description="latest candle of each configured series (null if the DB is down)"
+    )
+    execution: ExecutionHealth | None = Field(
+        None, description="kernel warm-up and warm compute workers"
     )
     ray: RayHealth | None = Field(description="Ray resources; null outside a Ray runtime")
     ingestion: IngestionHealth | None = Field(
