@@ -110,7 +110,7 @@ class Series(Base):
     version: Mapped[int] = mapped_column(
         BigInteger,
         server_default="0",
-        comment="bumped in the transaction of every write that changes the series' candles",
+        comment="renewed (a random 62-bit value) by every write that changes the series' candles",
     )
 
 

@@ -27,6 +27,7 @@ counted in ``foreign_rows``.
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +54,12 @@ FAMILY_SQL = (
 )
 _DELETE_CHUNK = 5000
 _SERIES = cast(Table, Series.__table__)
+
+
+def new_version() -> int:
+    """A fresh series version: random, not a counter, so a series deleted and created again
+    (or a database truncated and refilled) never repeats a version a reader has cached."""
+    return secrets.randbits(62)
 
 
 def source_family(source: str) -> str:
@@ -165,6 +172,7 @@ class SeriesRepository:
             "created_at": now,
             "source_since": now,
             "foreign_rows": 0,
+            "version": new_version(),
         }
         stmt = insert(_SERIES).values(values)
         stmt = stmt.on_conflict_do_nothing(index_elements=["coin", "interval"])
@@ -200,19 +208,20 @@ class SeriesRepository:
         return info
 
     def version(self, coin: str, interval: str) -> int | None:
-        """The series' change counter (None: no such series): equal versions, equal candles,
-        so a reader may keep what it read (one primary-key lookup)."""
+        """The series' version (None: no such series): equal versions, equal candles, so a
+        reader may keep what it read (one primary-key lookup)."""
         value = self.session.scalar(
             select(Series.version).where(Series.coin == coin, Series.interval == interval)
         )
         return None if value is None else int(value)
 
     def bump(self, coin: str, interval: str) -> None:
-        """Count a change of the series' candles (inside the writing transaction)."""
+        """Give the series a new version after a change of its candles (inside the writing
+        transaction)."""
         self.session.execute(
             update(Series)
             .where(Series.coin == coin, Series.interval == interval)
-            .values(version=Series.version + 1)
+            .values(version=new_version())
         )
 
     def replace_source(

@@ -1,4 +1,4 @@
-"""series.version: a change counter of each series' candles (readers may cache by it)
+"""series.version: renewed by every write that changes a series' candles (readers cache by it)
 
 Revision ID: 0007
 Revises: 0006

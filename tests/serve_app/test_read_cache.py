@@ -42,7 +42,7 @@ def test_unchanged_series_reads_from_memory_and_writes_invalidate(database_url: 
         changed[50]["high"] = 161.0
         seed(database_url, changed)
         with sessions() as s:
-            assert SeriesRepository(s).version("BTC", "1h") == v0 + 1
+            assert SeriesRepository(s).version("BTC", "1h") not in (None, v0)
             fresh = load_series(s, w, with_funding=False)
         assert fresh.close[50] == 160.0 and fresh.fingerprint != first.fingerprint
         # one more bar, read through the windowed path (limit / latest) as /indicators does
@@ -60,7 +60,7 @@ def test_unchanged_series_reads_from_memory_and_writes_invalidate(database_url: 
         engine.dispose()
 
 
-def test_versions_count_changes_only(database_url: str) -> None:
+def test_versions_change_with_the_candles_only(database_url: str) -> None:
     engine = make_engine(database_url)
     sessions = session_factory(engine)
     try:
@@ -76,7 +76,7 @@ def test_versions_count_changes_only(database_url: str) -> None:
         with transaction(sessions) as s:
             CandleRepository(s).upsert(frame(_rows(11)))
         with sessions() as s:
-            assert SeriesRepository(s).version("BTC", "1h") == (v or 0) + 1
+            assert SeriesRepository(s).version("BTC", "1h") not in (None, v)
             assert np.array_equal(
                 read_columns(s, "BTC", "1h", limit=100).ts, T0 + HOUR * np.arange(11)
             )
