@@ -33,6 +33,7 @@ from serve_app.api.runs import (
     detail_out,
     equity_out,
     page_out,
+    rows_with_iso,
     summary_out,
     with_iso,
 )
@@ -115,7 +116,7 @@ def backtest_response(rec: service.Recorded, req: BacktestRunRequest) -> Backtes
         used=UsedOut.model_validate(rec.used),
         metrics=with_iso(rec.metrics),
         equity=equity,
-        trades=[with_iso(t) for t in rec.trades[: req.max_trades]],
+        trades=rows_with_iso(rec.trades[: req.max_trades]),
         trades_total=len(rec.trades),
         regime_stats=rec.regime_stats,
         execution=rec.extra.get("execution"),

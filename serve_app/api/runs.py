@@ -69,6 +69,36 @@ def with_iso(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def rows_with_iso(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`with_iso` of every row, the times of each ``*_ts`` column converted at once
+    (trades share their keys; a row with other keys falls back to :func:`with_iso`)."""
+    if not rows:
+        return []
+    keys = list(rows[0])
+    if any(list(r) != keys for r in rows):
+        return [with_iso(r) for r in rows]
+    times = {}
+    for key in keys:
+        values = [r[key] for r in rows]
+        if key.endswith("_ts") and all(
+            v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values
+        ):
+            known = [v for v in values if v is not None]
+            texts = iter(iso_array(np.asarray(known, np.int64))) if known else iter(())
+            times[key] = [None if v is None else next(texts) for v in values]
+    out = []
+    for i, row in enumerate(rows):
+        new: dict[str, Any] = {}
+        for key, value in row.items():
+            if key in times:
+                new[key] = times[key][i]
+                new[f"{key}_unix"] = value
+            else:
+                new[key] = value
+        out.append(new)
+    return out
+
+
 def _time(value: int | None) -> str | None:
     return None if value is None else iso(value)
 
@@ -110,7 +140,7 @@ def detail_out(run: RunRecord, equity_points: int, max_trades: int) -> RunDetail
         **summary_out(run).model_dump(),
         request=run.request,
         equity=equity_out(run.equity, equity_points),
-        trades=None if trades is None else [with_iso(t) for t in trades[:max_trades]],
+        trades=None if trades is None else rows_with_iso(trades[:max_trades]),
         trades_total=None if trades is None else len(trades),
         results=run.results if isinstance(run.results, dict) else None,
     )

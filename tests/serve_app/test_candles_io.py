@@ -119,3 +119,17 @@ def test_rows_are_the_plain_encoding_byte_for_byte() -> None:
     body = orjson.dumps({"rows": rows(ts, columns)})
     assert body == orjson.dumps({"rows": rows_reference(ts, columns)})
     assert orjson.dumps(rows(ts[:0], {"a": []})) == b"[]"
+
+
+def test_rows_with_iso_equals_row_by_row() -> None:
+    from serve_app.api.runs import rows_with_iso, with_iso
+
+    rows = [
+        {"entry_ts": 1_700_000_000, "exit_ts": None, "pnl": 1.5, "open": True, "n_ts": True},
+        {"entry_ts": 1_700_003_600, "exit_ts": 1_700_007_200, "pnl": -2.0, "open": False,
+         "n_ts": False},
+    ]  # fmt: skip
+    assert rows_with_iso(rows) == [with_iso(r) for r in rows]
+    mixed = [{"a_ts": 1}, {"b_ts": 2}]
+    assert rows_with_iso(mixed) == [with_iso(r) for r in mixed]
+    assert rows_with_iso([]) == []
