@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         description="compile the common kernels when a replica or worker starts (in the "
         "background: readiness does not wait for it)",
     )
+    ready_after_warm_up: bool = Field(
+        False,
+        description="/ready answers 503 until this replica's kernel warm-up is done, so a "
+        "load balancer routes only to warm replicas (off: /ready never waits for it)",
+    )
     run_heartbeat_s: float = Field(
         2.0, gt=0, le=300, description="seconds between heartbeats of a running run"
     )

@@ -88,6 +88,11 @@ def ready(engine: EngineDep, settings: SettingsDep) -> ReadyResponse | Response:
             "ingestion stalled: "
             + ", ".join(f"{job} (behind by {lags[job]:.0f}s)" for job in status["stalled"])
         )
+    if settings.ready_after_warm_up and settings.warm_up:
+        from serve_app.execution.warmup import STATE
+
+        if STATE["state"] not in ("done", "failed"):
+            reasons.append(f"compiling the common kernels (warm-up {STATE['state']})")
     if reasons:
         return _not_ready(reasons)
     return ReadyResponse(status="ready", revision=current)

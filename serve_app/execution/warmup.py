@@ -99,19 +99,35 @@ def warm_up_worker() -> float:
     return time.perf_counter() - t0
 
 
+MAX_LENGTHS = 3  # compiled lengths a replica warms (each costs every kernel once)
+
+
 def replica_lengths(sessions: Any, settings: Any) -> list[int]:
-    """Series lengths worth warming: each stored series whole, and the default window."""
+    """Series lengths worth warming, one per compiled bucket: the default window, then the
+    longest stored series of the configured coins and intervals (what a whole-history
+    backtest or simulation reads), at most ``MAX_LENGTHS``."""
+    from compute.core.inputs import bucket
     from storage.candles import CandleRepository
 
-    lengths = {settings.default_candle_limit}
+    counts: list[int] = []
     try:
         with sessions() as session:
-            for cov in CandleRepository(session).coverage():
-                if cov.count <= 100_000:
-                    lengths.add(cov.count)
-    except Exception as exc:  # database not there yet: warm the defaults only
+            counts = sorted(
+                (
+                    cov.count
+                    for cov in CandleRepository(session).coverage()
+                    if cov.coin in settings.coins and 100 <= cov.count <= 100_000
+                ),
+                reverse=True,
+            )
+    except Exception as exc:  # database not there yet: warm the default window only
         log.info("warm-up could not read the stored series: %s", exc)
-    return sorted(lengths)
+    chosen: dict[int, int] = {bucket(settings.default_candle_limit): settings.default_candle_limit}
+    for n in counts:
+        if len(chosen) >= MAX_LENGTHS:
+            break
+        chosen.setdefault(bucket(n), n)
+    return sorted(chosen.values())
 
 
 def warm_up_replica(sessions: Any, settings: Any) -> float:

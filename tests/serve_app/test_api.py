@@ -686,3 +686,24 @@ def test_candle_reads_never_exceed_the_pool_size(
     assert asyncio.run(burst()) == [200] * 12
     assert state["peak"] == (1 if database_url.startswith("sqlite") else 2)
     assert app.state.engine.pool.size() == 2
+
+
+def test_ready_can_wait_for_the_warm_up(database_url: str) -> None:
+    from serve_app.execution import warmup
+
+    settings = make_settings(database_url)
+    gated = settings.model_copy(update={"ready_after_warm_up": True, "warm_up": True})
+    before = dict(warmup.STATE)
+    try:
+        warmup.STATE.update(state="running")
+        with TestClient(create_app(gated, configure_logs=False, background=False)) as client:
+            r = client.get("/ready")
+            assert r.status_code == 503 and "warm-up running" in r.json()["message"]
+            warmup.STATE.update(state="done", seconds=1.0)
+            assert client.get("/ready").status_code == 200
+        with TestClient(create_app(settings, configure_logs=False, background=False)) as client:
+            warmup.STATE.update(state="running")
+            assert client.get("/ready").status_code == 200  # off by default: never waits
+    finally:
+        warmup.STATE.clear()
+        warmup.STATE.update(before)
