@@ -41,6 +41,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 BTC_FILE = "binance_spot_BTCUSDT_1d_2017-2026.csv"
+ETH_FILE = "binance_spot_ETHUSDT_1d_2017-2026.csv"
 HORIZON = 365
 GRID = {"fast": [5, 10, 20], "slow": [50, 100]}
 TRAIN, TEST = 730, 180
@@ -83,7 +84,7 @@ class Platform:
             "SQUALL_API_PORT": str(self.port),
             "SQUALL_DASHBOARD_PORT": str(free_port()),
             "SQUALL_INGEST_ENABLED": "false",
-            "SQUALL_COINS": "BTC",
+            "SQUALL_COINS": "BTC,ETH",
             "SQUALL_INTERVALS": "1d",
             "SQUALL_JAX_CACHE_DIR": str(tmp / "jax-cache"),
             "SQUALL_LOG_LEVEL": "WARNING",
@@ -315,6 +316,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_latency_"))
     platform = Platform(tmp)
     platform.squall("import", str(DATA / BTC_FILE), "--coin", "BTC", "--interval", "1d")
+    platform.squall("import", str(DATA / ETH_FILE), "--coin", "ETH", "--interval", "1d")
     frame = load_candles(platform.url)
     close = frame["close"].to_numpy()
     src = close[1:] / close[:-1] - 1.0
