@@ -11,6 +11,8 @@ running ``squall up`` (the same database). Only the parsers live here (built on 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from serve_app.settings import Settings
@@ -29,7 +31,14 @@ def _run(name: str) -> Any:
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         from serve_app.cli_research import commands
 
-        return int(getattr(commands, name)(args, settings))
+        try:
+            code = int(getattr(commands, name)(args, settings))
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader stopped early (`| head`): the work is done and
+            devnull = os.open(os.devnull, os.O_WRONLY)  # recorded; nothing more to say
+            os.dup2(devnull, sys.stdout.fileno())
+            return 0
+        return code
 
     return handler
 

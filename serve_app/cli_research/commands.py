@@ -35,9 +35,10 @@ def database(settings: Settings, *, compute: bool = False) -> Iterator[sessionma
         from serve_app.execution.compiles import configure_cache
 
         configure_cache(settings.jax_cache_dir)
-    migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
+        if migrate.current_revision(engine) != migrate.head_revision():
+            migrate.upgrade(settings.database_url)
         yield session_factory(engine)
     finally:
         engine.dispose()
