@@ -14,11 +14,12 @@ and ``unset`` only set the environment). Lines that need the internet reach loca
 instead: Binance's archive site (``SQUALL_BINANCE_ARCHIVE_URL``) serving archives built from
 the real files in ``../shared/data``, and Binance's REST API (``SQUALL_BINANCE_SPOT_URL``), the
 fake exchange of ``tests/fakes/exchange.py``. At the end the platform gets SIGINT, and no
-process of its group nor its port may be left.
+process of its session (Ray's included) nor its port may be left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -185,17 +186,25 @@ class Platform:
     log: Path
 
 
-def _group_alive(pgid: int) -> list[str]:
-    """Processes still in process group ``pgid`` (from /proc)."""
+def _session_alive(sid: int) -> list[int]:
+    """Processes still in session ``sid`` (from /proc): ``squall up`` and everything Ray
+    started for it (raylet, GCS, workers, replicas and HAProxy have process groups of their
+    own, but stay in the session)."""
     alive = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(stat.parent.name)
+        if int(fields[3]) == sid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
     return alive
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float, platform: Platform) -> None:
@@ -287,13 +296,13 @@ def _stop(p: Platform) -> None:
         try:
             p.process.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            os.killpg(p.process.pid, signal.SIGKILL)
+            _kill(_session_alive(p.process.pid))
             pytest.fail(f"squall up did not stop within 120 s of SIGINT: {_tail(p.log)}")
     deadline = time.monotonic() + 30
-    while (left := _group_alive(p.process.pid)) and time.monotonic() < deadline:
+    while (left := _session_alive(p.process.pid)) and time.monotonic() < deadline:
         time.sleep(0.5)
     if left:
-        os.killpg(p.process.pid, signal.SIGKILL)
+        _kill(left)
         pytest.fail(f"processes of squall up left after it stopped: {left}")
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", p.port)) != 0, "the API port still answers"
