@@ -460,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     from serve_app.sweep_cli import add_sweep_parser
 
     add_sweep_parser(sub, cmd_sweep)
+
+    from serve_app.cli_research import add_research_parsers
+
+    add_research_parsers(sub)
     return parser
 
 
