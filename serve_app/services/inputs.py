@@ -308,6 +308,7 @@ class SeriesData:
     funding_rows: int
     fingerprint: str
     missing_bars: int
+    source: str | None = None  # the series' source family (synthetic, file, binance:spot ...)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -331,6 +332,7 @@ class SeriesData:
             "missing_bars": self.missing_bars,
             "fingerprint": self.fingerprint,
             "funding_rows": self.funding_rows,
+            "source": self.source,
         }
 
 
@@ -407,4 +409,5 @@ def load_series(session: Session, w: Window, *, with_funding: bool) -> SeriesDat
         funding_rows=0 if funding is None else len(funding),
         fingerprint=_with_funding(read.fingerprint, funding),
         missing_bars=missing,
+        source=SeriesRepository(session).source_of(w.coin, w.interval),
     )

@@ -22,7 +22,7 @@ from compute.core.errors import ComputeError
 from compute.risk import correlation as corr
 from compute.risk import var as risk
 from serve_app.execution.fanout import fan_out, ray_running
-from serve_app.services.inputs import check_interval, parse_range, resolve_coin
+from serve_app.services.inputs import check_interval, parse_range, read_columns, resolve_coin
 from serve_app.services.requests.risk import MAX_COINS, MAX_ROWS_PER_COIN, RiskReportRequest
 from serve_app.settings import Settings
 from serve_app.timefmt import iso
@@ -41,6 +41,7 @@ MAX_ROLLING_MATRICES = 1_000
 TASK_CELLS = 2_000_000  # work per Ray task (~100-300 ms of kernels)
 FANOUT_MIN_CELLS = 4_000_000  # below this everything runs in-process
 MIN_RETURNS = 10
+MAX_READ = MAX_ROWS_PER_COIN + 1  # candles one coin's read may return (the cap is checked first)
 
 
 @dataclass(frozen=True)
@@ -108,15 +109,13 @@ def load_returns(
     ``start``, every bar in ``[start, end]``; without, the latest ``window + 1`` bars of each
     coin up to ``end``. Caps are checked first."""
     check_size(len(coins), planned_rows(session, coins, interval, start, end, window))
-    repo = CandleRepository(session)
     closes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for coin in coins:
         if start is None:
-            frame = repo.frame(coin, interval, end=end, limit=window + 1, newest_first=True)
-            frame = frame.iloc[::-1]
+            c = read_columns(session, coin, interval, end=end, limit=window + 1, latest=True)
         else:
-            frame = repo.frame(coin, interval, start=start, end=end)
-        closes[coin] = (frame["ts"].to_numpy(np.int64), frame["close"].to_numpy(np.float64))
+            c = read_columns(session, coin, interval, start=start, end=end, limit=MAX_READ)
+        closes[coin] = (c.ts, c.close)
     return corr.align_returns(closes, interval_seconds(interval))
 
 

@@ -26,6 +26,11 @@ class DataUsedOut(_Out):
     missing_bars: int = Field(description="bars absent between first and last (exchange gaps)")
     fingerprint: str = Field(description="digest of the candles (and funding) used")
     funding_rows: int = Field(description="funding settlements applied (0: none stored/asked)")
+    source: str | None = Field(
+        None,
+        description="the source the series belongs to (synthetic, file, binance:spot, ...): "
+        "a series holds one source",
+    )
 
 
 class UsedOut(_Out):
