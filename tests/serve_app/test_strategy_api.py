@@ -51,6 +51,7 @@ PLUGINS = textwrap.dedent(
     import numpy as np
 
     from compute.backtest.plugins import strategy
+    from compute.indicators.registry import Param
 
 
     @strategy(name="peek_next", version="0.1")
@@ -67,7 +68,16 @@ PLUGINS = textwrap.dedent(
         return np.where(c >= 0.8 * np.maximum.accumulate(c), 1.0, 0.0)
 
 
-    PLUGINS = [peek_next, near_top]
+    @strategy(name="momo", version="2.0", warmup=lambda v: int(v["n"]),
+              params=(Param("n", int, 20, 1, 500, "lookback"),))
+    def momo(frame, params):
+        """Half long after n bars of gains: causal."""
+        c, n = frame["close"], params["n"]
+        past = np.concatenate([np.full(n, np.nan), c[:-n]])
+        return np.where(np.isnan(past), 0.0, (c > past) * 0.5)
+
+
+    PLUGINS = [peek_next, near_top, momo]
     '''
 )
 
@@ -246,7 +256,7 @@ def test_unknown_names_list_builtins_and_plugins(client: TestClient) -> None:
     r = client.post("/backtest/run", json={"coin": "BTC", "interval": "1d", "strategy": "moon"})
     assert r.status_code == 422 and r.json()["error"] == "unknown_strategy"
     names = [v["name"] for v in r.json()["valid"]]
-    assert {"ema_cross", "peek_next", "near_top"} <= set(names)
+    assert {"ema_cross", "peek_next", "near_top", "momo"} <= set(names)
     both = client.post(
         "/backtest/run",
         json={"coin": "BTC", "interval": "1d", "strategy": {"name": "rsi_mr", "params": {"n": 9}},
@@ -303,6 +313,32 @@ def test_a_plugin_reading_the_next_bar_is_rejected_or_flagged(
     assert sim.status_code == 422 and sim.json()["error"] == "lookahead_detected"
     sig = client.post("/signals", json={"coin": "BTC", "interval": "1d", "strategy": "peek_next"})
     assert sig.status_code == 422 and sig.json()["error"] == "lookahead_detected"
+
+
+def test_a_plugin_is_usable_by_name_in_every_route(client: TestClient, shared_data: Path) -> None:
+    strategy = {"name": "momo", "params": {"n": 10}}
+    series = {"coin": "BTC", "interval": "1d"}
+    bt = run(client, strategy=strategy, fee_bps=0, funding=False, equity_points=100_000)
+    assert bt["used"]["provenance"]["version"] == "2.0" and bt["used"]["checks"]["passed"]
+    close = real(shared_data, "BTCUSDT")["close"].to_numpy()
+    held = np.r_[0.0, np.where(np.arange(close.size) >= 10, (close > np.roll(close, 10)) * 0.5,
+                               0.0)[:-1]]  # fmt: skip
+    np.testing.assert_array_equal(bt["equity"]["position"], held)
+    calls = [
+        ("/backtest/walkforward", {**series, "strategy": "momo", "grid": {"n": [5, 20]},
+                                   "train_bars": 730, "test_bars": 365}),
+        ("/signals", {**series, "strategy": strategy, "limit": 50}),
+        ("/risk/simulate", {"backtest": {**series, "strategy": strategy}, "horizon": 30,
+                            "paths": 2000}),
+        ("/backtest/portfolio", {"coins": ["BTC", "ETH"], "interval": "1d",
+                                 "strategy": {"per_coin": {"BTC": strategy, "ETH": "momo"}}}),
+    ]  # fmt: skip
+    for url, body in calls:
+        r = client.post(url, json=body)
+        assert r.status_code == 200, (url, r.text)
+    folio = r.json()
+    assert folio["used"]["provenance"]["ETH"]["name"] == "momo"
+    assert folio["used"]["rule"]["per_coin"]["ETH"]["params"] == {"n": 20}
 
 
 def test_a_plugin_remembering_its_first_bar_is_caught_by_the_recursion_check(
