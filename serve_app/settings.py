@@ -156,8 +156,14 @@ class Settings(BaseSettings):
         description="a queued or running run whose heartbeat is older than this is marked "
         "failed (its worker died); checked at start-up and every third of it",
     )
+    strategy_modules: CsvList = Field(
+        [],
+        description="Python strategy plugins to load, besides the `squall.strategies` entry "
+        "points: module paths `pkg.mod:ATTR` or `pkg.mod` (every plugin in it); each must be "
+        "importable (installed or on PYTHONPATH); GET /strategies lists them (docs/strategies.md)",
+    )
 
-    @field_validator("coins", "intervals", mode="before")
+    @field_validator("coins", "intervals", "strategy_modules", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -223,7 +229,7 @@ def _default_text(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
+        return ",".join(str(v) for v in value) or "none"
     return str(value)
 
 

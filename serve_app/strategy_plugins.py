@@ -53,6 +53,16 @@ class LoadedStrategy:
     def name(self) -> str:
         return self.plugin.name
 
+    @property
+    def load_path(self) -> str:
+        """The module path that loads it again (``"pkg.mod:ATTR"`` or ``"pkg.mod"``): the
+        setting's entry, or an entry point's value; "" for a built-in."""
+        if self.origin == "module":
+            return self.source
+        if self.origin == "entry_point":
+            return self.source.rpartition(" = ")[2]
+        return ""
+
     def provenance(self) -> dict[str, Any]:
         """What the run registry records: name, version, origin, source, module, source_hash."""
         return {

@@ -243,14 +243,15 @@ class Feature(Base):
     computed_at: Mapped[int] = mapped_column(BigInteger, comment="unix seconds UTC")
 
 
-RUN_KINDS = ("backtest", "walkforward", "sweep", "simulation", "features")
+RUN_KINDS = ("backtest", "walkforward", "sweep", "simulation", "features", "portfolio")
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")  # a run in these states has not finished
 
 
 class BacktestRun(Base):
-    """One recorded run (backtest, walk-forward, sweep or simulation): what was asked, with
-    which code and data, and what came out. See ``storage.runs`` for the encodings.
+    """One recorded run (backtest, walk-forward, sweep, simulation, feature build or
+    portfolio): what was asked, with which code and data, and what came out. See
+    ``storage.runs`` for the encodings.
 
     ``request``, ``progress`` and ``summary`` are JSON text; ``equity``, ``trades`` and
     ``results`` are encoded blobs (JSON, zlib-compressed when large).

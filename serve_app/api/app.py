@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from serve_app.api import analytics, backtest, features, health, market, prometheus, risk, runs
 from serve_app.api.deps import app_sessions, app_settings, dispose_engine
 from serve_app.api.errors import install_error_handlers
+from serve_app.api.portfolio import router as portfolio_router
+from serve_app.api.strategies import router as strategies_router
 from serve_app.observability import RequestContextMiddleware, configure_logging
 from serve_app.settings import Settings, get_settings
 from serve_app.version import package_version
@@ -81,4 +83,6 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, echo_request_id=echo_request_id)
     for module in (health, prometheus, market, analytics, features, backtest, risk, runs):
         app.include_router(module.router)
+    app.include_router(strategies_router)
+    app.include_router(portfolio_router)
     return app

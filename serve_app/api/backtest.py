@@ -41,6 +41,8 @@ from serve_app.api.schemas.backtest import (
     BacktestInsufficientBody,
     BacktestRunResponse,
     InvalidBacktestBody,
+    InvalidStrategyBody,
+    LookaheadBody,
     MetricDiffOut,
     RerunResponse,
     UsedOut,
@@ -71,8 +73,14 @@ _POST_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": UseJsonBody, "description": "parameters sent in the query string"},
     404: {"model": ErrorBody, "description": "unknown coin (the body lists known coins)"},
     422: {
-        "model": BacktestInsufficientBody | InvalidBacktestBody | ErrorBody,
+        "model": BacktestInsufficientBody
+        | InvalidStrategyBody
+        | LookaheadBody
+        | InvalidBacktestBody
+        | ErrorBody,
         "description": "insufficient_data (counts, look-back, latest candle, suggested start), "
+        "invalid_strategy (a spec: field, token, position, valid), lookahead_detected / "
+        "recursion_detected (a user strategy reads the future: the first bar that changed), "
         "unknown_strategy / invalid_parameter (lists what is valid), grid or bars over a cap, "
         "folds longer than the data, or a body field out of range",
     },
@@ -235,15 +243,26 @@ def compare_runs(
 @router.post(
     "/runs/{run_id}/rerun",
     response_model=RerunResponse,
-    summary="Run a recorded backtest again with the same request; say if it is identical",
+    summary="Run a recorded backtest or portfolio again with the same request; say if it is "
+    "identical",
     responses={**_POST_ERRORS, **NOT_FOUND},
     dependencies=[JsonOnly],
 )
 def rerun(settings: SettingsDep, sessions: SessionFactoryDep, run_id: RunId) -> RerunResponse:
+    """A backtest or a portfolio run, again with its recorded request (a spec's text and a
+    plugin's source hash are part of what is compared: ``same_strategy``)."""
+    from serve_app.api.portfolio import portfolio_response
+
     again = service.rerun(sessions, settings, run_id)
+    run = (
+        backtest_response(again.recorded, again.request)
+        if isinstance(again.request, BacktestRunRequest)
+        else portfolio_response(again.recorded, again.request)
+    )
     return RerunResponse(
         original_id=run_id,
-        run=backtest_response(again.recorded, again.request),
+        run=run,
+        same_strategy=again.same_strategy,
         identical=again.identical,
         same_data=again.original.data_fingerprint == again.again.data_fingerprint,
         same_code=again.original.code_version == again.again.code_version,

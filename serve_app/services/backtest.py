@@ -12,6 +12,7 @@ crash leaves a trace.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from serve_app.services.provenance import code_version, request_hash
 from serve_app.services.requests.backtest import BacktestRunRequest, CostsAndSizing
 from serve_app.services.results import plain, stored_equity
 from serve_app.services.runs import fail_run, start_run
+from serve_app.services.strategy import Resolved, check, frame_of, resolve
 from serve_app.settings import Settings
 from storage.engine import transaction
 from storage.errors import ConfigurationError, DataIntegrityError
@@ -85,13 +87,31 @@ def engine_config(req: CostsAndSizing, interval: str) -> Any:
         ) from None
 
 
-def run_engine(data: SeriesData, strategy: str, params: dict[str, Any], config: Any) -> Any:
-    """Positions of the strategy, then the engine; bad stored data is a DataIntegrityError."""
+def run_engine(
+    data: SeriesData,
+    strategy: Any,
+    params: dict[str, Any],
+    config: Any,
+    *,
+    target: Any = None,
+) -> Any:
+    """Positions of the strategy (a built-in's name or any plugin; or ``target`` computed
+    already), then the engine; bad stored data is a DataIntegrityError."""
     from compute.backtest import strategies
     from compute.backtest.engine import run_backtest
 
+    held = (
+        strategy in strategies.HELD_FROM_START
+        if isinstance(strategy, str)
+        else strategy.held_from_start
+    )
     try:
-        target = strategies.positions(strategy, params, data.open, data.high, data.low, data.close)
+        if target is None and isinstance(strategy, str):
+            target = strategies.positions(
+                strategy, params, data.open, data.high, data.low, data.close
+            )
+        elif target is None:
+            target = strategy.positions(frame_of(data), params)
         return run_backtest(
             data.ts,
             data.open,
@@ -101,7 +121,7 @@ def run_engine(data: SeriesData, strategy: str, params: dict[str, Any], config: 
             target,
             config,
             funding_rate=data.funding,
-            hold_from_start=strategy in strategies.HELD_FROM_START,
+            hold_from_start=held,
         )
     except ComputeError as exc:
         raise DataIntegrityError(f"the stored data cannot be used: {exc}") from None
@@ -125,10 +145,13 @@ class Recorded:
 
 def used_block(
     req: Any, coin: str, interval: str, strategy: str, params: dict[str, Any], warmup: int,
-    data: SeriesData,
+    data: SeriesData, *, provenance: dict[str, Any] | None = None,
+    checks: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """What a run used: enough to reproduce it (``used`` of the response and the registry)."""
-    return {
+    """What a run used: enough to reproduce it (``used`` of the response and the registry):
+    with the strategy's provenance (name, version, origin, source, source hash) and, for a
+    user strategy, its look-ahead / recursion check."""
+    out = {
         "coin": coin,
         "interval": interval,
         "strategy": strategy,
@@ -140,6 +163,24 @@ def used_block(
         "request_hash": request_hash(req),
         "periods_per_year": periods_per_year(interval),
     }
+    if provenance is not None:
+        out["provenance"] = provenance
+    if checks is not None:
+        out["checks"] = checks
+    return out
+
+
+def resolved_params(
+    settings: Settings, req: Any, resolved: Resolved | None = None
+) -> tuple[Resolved, dict[str, Any], int]:
+    """The request's strategy (``resolved`` when a worker got it already), its full
+    parameters and the candles one traded bar needs; 422s before any work."""
+    if resolved is None:
+        resolved, given = resolve(settings, req.strategy, req.params)
+    else:
+        given = dict(req.params) or dict(getattr(req.strategy, "params", {}) or {})
+    params = resolved.validate(given)
+    return resolved, params, resolved.required_bars(params)
 
 
 def run_backtest(
@@ -149,16 +190,23 @@ def run_backtest(
     *,
     rerun_of: str | None = None,
     run_id: str | None = None,
+    resolved: Resolved | None = None,
 ) -> Recorded:
-    """Validate, cap, load, run and record one backtest (under ``run_id`` when it was queued
-    and claimed by a worker; a new run otherwise)."""
-    params, required = validate_strategy(req.strategy, req.params)
+    """Validate, cap, load, check, run and record one backtest (under ``run_id`` when it was
+    queued and claimed by a worker; a new run otherwise). A user strategy's look-ahead check
+    runs on the candles before anything is recorded (a rejection records nothing)."""
+    resolved, params, required = resolved_params(settings, req, resolved)
     warmup = required - MIN_TRADE_BARS
+    label = resolved.label
     with sessions() as session:
         window = check_window(session, settings, req)
-        checked_count(session, window, required, f"{req.strategy} (warm-up {warmup} bars)")
+        checked_count(session, window, required, f"{label} (warm-up {warmup} bars)")
         data = load_series(session, window, with_funding=req.funding)
     config = engine_config(req, window.interval)
+    target = None
+    if not resolved.builtin:
+        target = resolved.positions(frame_of(data), params)
+    checks = check(resolved, frame_of(data), params, req.lookahead, full=target)
     if run_id is None:
         run_id, created = start_run(
             sessions,
@@ -166,7 +214,7 @@ def run_backtest(
             req,
             coin=window.coin,
             interval=window.interval,
-            strategy=req.strategy,
+            strategy=label,
             seed=req.seed,
             rerun_of=rerun_of,
         )
@@ -174,12 +222,21 @@ def run_backtest(
         created = int(time.time())
     started = time.perf_counter()
     try:
-        result, cost = call_counted(run_engine, data, req.strategy, params, config)
+        result, cost = call_counted(
+            functools.partial(run_engine, target=target),
+            data,
+            resolved.engine_strategy,
+            params,
+            config,
+        )
     except BaseException as exc:
         fail_run(sessions, run_id, exc, started)
         raise
     duration = time.perf_counter() - started
-    used = used_block(req, window.coin, window.interval, req.strategy, params, warmup, data)
+    used = used_block(
+        req, window.coin, window.interval, label, params, warmup, data,
+        provenance=resolved.provenance, checks=checks,
+    )  # fmt: skip
     rec = Recorded(
         run_id=run_id,
         created_at=created,
@@ -235,9 +292,20 @@ def recorded(session: Session, run_id: str) -> Recorded:
 class Rerun:
     original: Any  # RunRecord
     again: Any  # RunRecord
-    recorded: Recorded
-    request: BacktestRunRequest
+    recorded: Any  # Recorded (a backtest) or services.portfolio.Recorded
+    request: Any  # BacktestRunRequest or PortfolioRequest
     differences: list[dict[str, Any]]
+
+    @property
+    def same_strategy(self) -> bool:
+        """The strategy's provenance (version, source hash; a spec's canonical text) is the
+        one recorded with the original."""
+
+        def prov(run: Any) -> Any:
+            results = run.results if isinstance(run.results, dict) else {}
+            return (results.get("used") or {}).get("provenance")
+
+        return bool(prov(self.original) == prov(self.again))
 
     @property
     def equity_identical(self) -> bool:
@@ -258,15 +326,22 @@ def rerun(sessions: sessionmaker[Session], settings: Settings, run_id: str) -> R
 
     with sessions() as session:
         original = get_run(session, run_id)
-    if original.kind != "backtest":
+    if original.kind not in ("backtest", "portfolio"):
         raise ConfigurationError(
-            f"run {run_id} is a {original.kind}; only backtest runs can be re-run here "
-            "(re-submit a walk-forward or sweep with its recorded request)",
+            f"run {run_id} is a {original.kind}; only backtest and portfolio runs can be "
+            "re-run here (re-submit a walk-forward or sweep with its recorded request)",
             code="not_rerunnable",
             parameter="run_id",
         )
-    req = BacktestRunRequest.model_validate(original.request)
-    rec = run_backtest(sessions, settings, req, rerun_of=run_id)
+    req: Any
+    if original.kind == "portfolio":
+        from serve_app.services import portfolio
+
+        req = portfolio.PortfolioRequest.model_validate(original.request)
+        rec: Any = portfolio.run_portfolio(sessions, settings, req, rerun_of=run_id)
+    else:
+        req = BacktestRunRequest.model_validate(original.request)
+        rec = run_backtest(sessions, settings, req, rerun_of=run_id)
     with sessions() as session:
         again = get_run(session, rec.run_id)
     before, after = original.summary or {}, again.summary or {}
@@ -287,11 +362,11 @@ def submit_backtest(
     """Check the request now (errors answer at once), then queue it on a warm worker."""
     from serve_app.execution.submit import launch
 
-    _, required = validate_strategy(req.strategy, req.params)
+    resolved, _, required = resolved_params(settings, req)
     warmup = required - MIN_TRADE_BARS
     with sessions() as session:
         window = check_window(session, settings, req)
-        checked_count(session, window, required, f"{req.strategy} (warm-up {warmup} bars)")
+        checked_count(session, window, required, f"{resolved.label} (warm-up {warmup} bars)")
     engine_config(req, window.interval)
     run_id, _ = start_run(
         sessions,
@@ -300,11 +375,13 @@ def submit_backtest(
         status="queued",
         coin=window.coin,
         interval=window.interval,
-        strategy=req.strategy,
+        strategy=resolved.label,
         seed=req.seed,
         progress={"done": 0, "total": 1, "unit": "backtests"},
     )
-    where = launch(DRIVER, settings.model_dump(mode="json"), run_id, req.model_dump(mode="json"))
+    where = launch(
+        DRIVER, settings.model_dump(mode="json"), run_id, req.model_dump(mode="json"), resolved
+    )
     return {
         "run_id": run_id,
         "kind": "backtest",
@@ -315,18 +392,29 @@ def submit_backtest(
     }
 
 
-def drive(settings_values: dict[str, Any], run_id: str, request: dict[str, Any]) -> None:
-    """Execute a queued backtest on a warm worker, recording it under ``run_id``."""
+def drive(
+    settings_values: dict[str, Any],
+    run_id: str,
+    request: dict[str, Any],
+    resolved: Resolved | None = None,
+) -> None:
+    """Execute a queued backtest on a warm worker, recording it under ``run_id`` (the
+    strategy resolved by the submitter: a plugin is re-imported here by module path)."""
     from serve_app.execution.runs import RunContext
     from serve_app.execution.submit import claimed, sessions_for
+    from serve_app.services.runs import get_run
 
     settings = Settings(**settings_values)
     sessions = sessions_for(settings.database_url)
     if not claimed(sessions, run_id):
         return
     req = BacktestRunRequest.model_validate(request)
+    started = time.perf_counter()
     with RunContext(sessions, run_id, heartbeat_s=settings.run_heartbeat_s):
         try:
-            run_backtest(sessions, settings, req, run_id=run_id)
-        except Exception:  # recorded on the run; nobody waits for it here
-            return
+            run_backtest(sessions, settings, req, run_id=run_id, resolved=resolved)
+        except Exception as exc:  # recorded on the run; nobody waits for it here
+            with sessions() as session:
+                still = get_run(session, run_id, payload=False).status == "running"
+            if still:  # failed before the engine (a check, the data): say why
+                fail_run(sessions, run_id, exc, started)

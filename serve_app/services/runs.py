@@ -234,8 +234,16 @@ def compare(session: Session, ids: list[str], equity_points: int) -> Comparison:
         for m in names
     ]
     return Comparison(
-        runs, metrics, param_diffs([r.request for r in runs]), equity_axis(runs, equity_points)
+        runs, metrics, param_diffs([_compared(r) for r in runs]), equity_axis(runs, equity_points)
     )
+
+
+def _compared(run: RunRecord) -> dict[str, Any]:
+    """What ``param_diffs`` compares: the request, and the strategy's recorded provenance
+    (a plugin's version and source hash, a spec's canonical text) as ``strategy_provenance``."""
+    results = run.results if isinstance(run.results, dict) else {}
+    provenance = (results.get("used") or {}).get("provenance")
+    return {**run.request, "strategy_provenance": provenance} if provenance else run.request
 
 
 # --------------------------------------------------------------------------------- cancel

@@ -82,34 +82,61 @@ def _checked_returns(values: Any, what: str) -> np.ndarray:
 def _from_backtest(
     sessions: sessionmaker[Session], settings: Settings, bt: Any, origin: dict[str, Any]
 ) -> Source:
+    """A backtest's returns (any strategy of the union: name, plugin, spec; a user strategy
+    is checked for look-ahead first, as ``POST /backtest/run`` does)."""
     from serve_app.services import backtest as bts
     from serve_app.services import inputs
+    from serve_app.services.strategy import check, frame_of
 
-    params, required = bts.validate_strategy(bt.strategy, bt.params)
+    resolved, params, required = bts.resolved_params(settings, bt)
     with sessions() as session:
         window = inputs.check_window(session, settings, bt)
-        inputs.checked_count(session, window, required, f"{bt.strategy}")
+        inputs.checked_count(session, window, required, resolved.label)
         data = inputs.load_series(session, window, with_funding=bt.funding)
-    result = bts.run_engine(data, bt.strategy, params, bts.engine_config(bt, window.interval))
+    config = bts.engine_config(bt, window.interval)
+    target = None if resolved.builtin else resolved.positions(frame_of(data), params)
+    checks = check(resolved, frame_of(data), params, bt.lookahead, full=target)
+    result = bts.run_engine(data, resolved.engine_strategy, params, config, target=target)
     returns = np.asarray(result.equity["returns"], dtype=np.float64)[1:]
     position = np.asarray(result.equity["position"], dtype=np.float64)
+    extra = {"provenance": resolved.provenance} if not resolved.builtin else {}
+    if checks is not None:
+        extra["checks"] = checks
     return Source(
         returns=_checked_returns(returns, "the backtest's returns"),
         periods_per_year=periods_per_year(window.interval),
         origin={
             **origin,
-            "strategy": bt.strategy,
+            "strategy": resolved.label,
             "params": params,
             "coin": window.coin,
             "interval": window.interval,
             "data": data.used(),
+            **extra,
         },
         fingerprint=data.fingerprint,
         turnover=float(np.mean(np.abs(np.diff(position)))) if position.size > 1 else 0.0,
         exposure=float(np.mean(np.abs(position))),
         coin=window.coin,
         interval=window.interval,
-        strategy=bt.strategy,
+        strategy=resolved.label,
+    )
+
+
+def _from_portfolio(sessions: sessionmaker[Session], settings: Settings, rec: Any) -> Source:
+    """A recorded portfolio run's equity returns, re-run from its request (bit-identical)."""
+    from serve_app.services import portfolio
+
+    out = portfolio.returns_of_run(sessions, settings, rec)
+    return Source(
+        returns=_checked_returns(out["returns"], f"portfolio run {rec.id}'s returns"),
+        periods_per_year=out["periods_per_year"],
+        origin={"kind": "run", "run_id": rec.id, "run_kind": "portfolio", **out["origin"]},
+        fingerprint=out["fingerprint"],
+        turnover=out["turnover"],
+        exposure=out["exposure"],
+        interval=out["interval"],
+        strategy=out["strategy"],
     )
 
 
@@ -130,13 +157,17 @@ def resolve_source(
                 f"no run {req.run_id!r} in the registry; GET /backtest/runs lists them",
                 code="run_not_found",
             )
-        if rec.kind != "backtest" or rec.status != "succeeded":
+        if rec.kind not in ("backtest", "portfolio") or rec.status != "succeeded":
             raise ConfigurationError(
-                f"run {req.run_id} is a {rec.status} {rec.kind}; give a succeeded backtest run",
+                f"run {req.run_id} is a {rec.status} {rec.kind}; give a succeeded backtest or "
+                "portfolio run",
                 code="unusable_run",
             )
-        bt = BacktestRunRequest.model_validate(rec.request)
-        src = _from_backtest(sessions, settings, bt, {"kind": "run", "run_id": rec.id})
+        if rec.kind == "portfolio":
+            src = _from_portfolio(sessions, settings, rec)
+        else:
+            bt = BacktestRunRequest.model_validate(rec.request)
+            src = _from_backtest(sessions, settings, bt, {"kind": "run", "run_id": rec.id})
     if req.periods_per_year:
         src.periods_per_year = req.periods_per_year
     return src

@@ -16,6 +16,9 @@ A spec (YAML)::
     start: 2024-01-01
     strategies:
       ema_cross: {fast: [5, 10, 20], slow: [50, 100, 200]}
+      trend:                                     # a label: a spec (or a plugin: name: ...)
+        spec: {long_entry: "ema:{fast} > ema:{slow}", long_exit: "ema:{fast} <= ema:{slow}"}
+        grid: {fast: [5, 12], slow: [26, 50]}
     costs: {fee_bps: 10, slippage_bps: 2}
     objective: sharpe
     top: 10
@@ -41,7 +44,15 @@ from serve_app.services.provenance import (
     code_version,
     request_hash,
 )
-from serve_app.services.requests.backtest import CostsAndSizing, FoldSpec, Number
+from serve_app.services.requests.backtest import (
+    LOOKAHEAD_DOC,
+    CostsAndSizing,
+    FoldSpec,
+    LookaheadPolicy,
+    Number,
+    SpecStrategy,
+    _Body,
+)
 from serve_app.settings import Settings
 from storage.engine import make_engine, session_factory, transaction
 from storage.errors import ConfigurationError, SquallError
@@ -55,18 +66,42 @@ OBJECTIVES = ("sharpe", "sortino", "calmar", "total_return")
 _UPLOAD_EXCLUDES = [".venv", "var", ".git", "**/__pycache__", ".mypy_cache", ".ruff_cache"]
 
 
-class SweepSpec(BaseModel):
+class SweepStrategy(BaseModel):
+    """A strategy under a label of its own: a plugin by ``name`` or a declarative ``spec``,
+    with fixed ``params`` and the ``grid`` to search (a spec's: placeholder -> values)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=80, description="a built-in or plugin name")
+    spec: dict[str, Any] | None = Field(None, description="a declarative spec")
+    params: dict[str, Number] = Field(default_factory=dict, description="held fixed")
+    grid: dict[str, list[Number]] = Field(
+        default_factory=dict, description="parameter -> candidate values"
+    )
+
+    def strategy(self) -> str | SpecStrategy:
+        if (self.name is None) == (self.spec is None):
+            raise ConfigurationError(
+                "a strategy entry has exactly one of name or spec", code="invalid_strategy"
+            )
+        return self.name if self.name is not None else SpecStrategy(spec=self.spec or {})
+
+
+class SweepSpec(_Body):
     """A sweep: strategies x parameter grids x coins x intervals, optionally walk-forward."""
 
     model_config = ConfigDict(extra="forbid")
+    LATER_FIELDS = ("lookahead",)
 
     name: str = Field("sweep", max_length=80, description="a label for people")
     coins: list[str] = Field(min_length=1, description="base assets")
     intervals: list[str] = Field(min_length=1, description="bar intervals")
     start: str | int | None = Field(None, description="first bar (ISO-8601 or unix s)")
     end: str | int | None = Field(None, description="last bar, inclusive")
-    strategies: dict[str, dict[str, list[Number]]] = Field(
-        min_length=1, description="strategy -> parameter -> candidate values"
+    strategies: dict[str, dict[str, list[Number]] | SweepStrategy] = Field(
+        min_length=1,
+        description="strategy name -> parameter -> candidate values; or label -> {name | "
+        "spec, params, grid} (a plugin or a declarative spec)",
     )
     costs: CostsAndSizing = Field(default_factory=CostsAndSizing, description="costs, sizing, seed")
     objective: Literal["sharpe", "sortino", "calmar", "total_return"] = Field(
@@ -74,17 +109,23 @@ class SweepSpec(BaseModel):
     )
     top: int = Field(10, ge=1, le=1000, description="best N kept in the summary and printed")
     walkforward: FoldSpec | None = Field(None, description="run each grid walk-forward")
+    lookahead: LookaheadPolicy = Field(
+        "reject", description=LOOKAHEAD_DOC + " (per series, on the grid's first set)"
+    )
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One task of a sweep: a strategy's whole grid on one series."""
+    """One task of a sweep: a strategy's whole grid on one series. ``strategy`` is its
+    label; ``resolved`` the strategy (services.strategy.Resolved: pickles as a reference, a
+    worker re-imports a plugin), None for a built-in named by the label."""
 
     index: int
     coin: str
     interval: str
     strategy: str
     combos: tuple[dict[str, Any], ...]
+    resolved: Any = None
 
 
 def grid_combos(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -129,14 +170,49 @@ def parse_spec(text: str) -> SweepSpec:
         raise ConfigurationError(f"invalid sweep spec: {problems}") from None
 
 
-def expand(spec: SweepSpec) -> list[Unit]:
+def resolve_strategies(
+    spec: SweepSpec, settings: Settings | None = None, refs: dict[str, Any] | None = None
+) -> dict[str, tuple[Any, dict[str, Any], dict[str, list[Any]]]]:
+    """label -> (resolved strategy, fixed params, grid). ``refs`` (label -> the stored
+    ``{"ref", "provenance"}`` of the submitter) rebuild them without discovery (a sweep job)."""
+    from serve_app.services.strategy import Resolved, StrategyRef, resolve
+
+    out = {}
+    for label, entry in spec.strategies.items():
+        if isinstance(entry, SweepStrategy):
+            target: Any = entry.strategy()
+            fixed, grid = dict(entry.params), dict(entry.grid)
+        else:
+            target, fixed, grid = label, {}, dict(entry)
+        stored = (refs or {}).get(label)
+        if stored is not None:
+            ref = StrategyRef(**{**stored["ref"], "paths": tuple(stored["ref"]["paths"])})
+            resolved = Resolved(ref, stored["provenance"])
+        else:
+            from serve_app.settings import get_settings
+
+            resolved, _ = resolve(settings or get_settings(), target)
+        out[label] = (resolved, fixed, grid)
+    return out
+
+
+def strategy_refs(spec: SweepSpec, settings: Settings) -> dict[str, Any]:
+    """What a sweep run records of its strategies: each label's reference and provenance."""
+    from dataclasses import asdict
+
+    return {
+        label: {"ref": asdict(r.ref), "provenance": r.provenance}
+        for label, (r, _, _) in resolve_strategies(spec, settings).items()
+    }
+
+
+def expand(
+    spec: SweepSpec, settings: Settings | None = None, refs: dict[str, Any] | None = None
+) -> list[Unit]:
     """Check the caps, the intervals and every parameter set, then list the units.
 
     Everything here runs before submission: a spec that would fail fails now, not in the job.
     """
-    from compute.backtest.strategies import validate_strategy
-    from compute.core.errors import ComputeError
-
     bad = [i for i in spec.intervals if i not in INTERVAL_SECONDS]
     if bad:
         raise ConfigurationError(
@@ -147,22 +223,29 @@ def expand(spec: SweepSpec) -> list[Unit]:
         raise ConfigurationError(
             f"{len(series)} coin x interval series, over the cap of {MAX_SERIES}; split the sweep"
         )
-    total = sum(check_grid(s, g, MAX_SWEEP_GRID) for s, g in spec.strategies.items())
+    resolved = resolve_strategies(spec, settings, refs)
+    total = sum(check_grid(s, g, MAX_SWEEP_GRID) for s, (_, _, g) in resolved.items())
     if total * len(series) > MAX_SWEEP_COMBOS:
         raise ConfigurationError(
             f"the sweep has {total * len(series)} parameter sets x series, over the cap of "
             f"{MAX_SWEEP_COMBOS}; narrow the grids, coins or intervals, or split it"
         )
     units: list[Unit] = []
-    for strategy, grid in spec.strategies.items():
+    for label, (strategy, fixed, grid) in resolved.items():
+        if strategy.ref.kind == "spec":
+            from serve_app.services.walkforward import check_spec_grid
+
+            check_spec_grid(strategy, grid)
         combos = []
         for combo in grid_combos(grid):
             try:
-                combos.append(validate_strategy(strategy, combo))
-            except ComputeError as exc:
-                raise ConfigurationError(f"{strategy} {combo}: {exc}") from None
+                combos.append(strategy.validate({**fixed, **combo}))
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"{label} {combo}: {exc.message}", code=exc.code, **exc.extra
+                ) from None
         for coin, interval in series:
-            units.append(Unit(len(units), coin, interval, strategy, tuple(combos)))
+            units.append(Unit(len(units), coin, interval, label, tuple(combos), strategy))
     return units
 
 
@@ -183,7 +266,10 @@ def required_candles(spec: SweepSpec, unit: Unit) -> int:
     """Candles a unit needs: the longest warm-up of its grid + 2, or one walk-forward fold."""
     from compute.backtest.strategies import required_bars
 
-    need = max(required_bars(unit.strategy, c) for c in unit.combos)
+    if unit.resolved is None:
+        need = max(required_bars(unit.strategy, c) for c in unit.combos)
+    else:
+        need = max(unit.resolved.required_bars(c) for c in unit.combos)
     if spec.walkforward is not None:
         fs = spec.walkforward
         need = max(need, fs.train_bars + fs.purge_bars + fs.test_bars)
@@ -258,8 +344,9 @@ def submit(
     ``upload`` ships the project as the job's working directory (default: only when the
     cluster is not on this machine, where the installed project is used as is).
     """
-    units = expand(spec)
+    units = expand(spec, settings)
     check_data(spec, units, settings)
+    refs = strategy_refs(spec, settings)
     total = sum(len(u.combos) for u in units)
     target = jobs_address(settings, address)
     local = _is_local(target)
@@ -279,14 +366,13 @@ def submit(
                 interval=spec.intervals[0] if len(spec.intervals) == 1 else None,
                 strategy=next(iter(spec.strategies)) if len(spec.strategies) == 1 else None,
                 progress={"done": 0, "total": total, "units_done": 0, "units": len(units)},
+                results={"strategies": refs},
             )
         python = sys.executable if local and not upload else "python"
-        runtime_env: dict[str, Any] = {
-            "env_vars": {
-                "SQUALL_DATABASE_URL": settings.database_url,
-                CODE_VERSION_ENV: code_version(),
-            }
-        }
+        env = {"SQUALL_DATABASE_URL": settings.database_url, CODE_VERSION_ENV: code_version()}
+        if settings.strategy_modules:
+            env["SQUALL_STRATEGY_MODULES"] = ",".join(settings.strategy_modules)
+        runtime_env: dict[str, Any] = {"env_vars": env}
         if upload:
             runtime_env["working_dir"] = str(ROOT)
             runtime_env["excludes"] = _UPLOAD_EXCLUDES

@@ -72,13 +72,34 @@ def evaluate_unit(shared: dict[str, Any], unit: Unit) -> dict[str, Any]:
         engine.dispose()
     try:
         config = engine_config(spec.costs, unit.interval)
+        checks = _checks(data, unit, spec)
         if spec.walkforward is None:
             rows = _grid_rows(data, unit, config)
         else:
             rows = [_walkforward_row(data, unit, spec, config)]
     except SquallError as exc:
         return {"unit": _label(unit), "error": exc.message, "rows": [], "fingerprint": None}
-    return {"unit": _label(unit), "error": None, "rows": rows, "fingerprint": data.fingerprint}
+    if checks is not None:
+        for row in rows:
+            row["checks_passed"] = checks["passed"]
+    out = {"unit": _label(unit), "error": None, "rows": rows, "fingerprint": data.fingerprint}
+    return {**out, "checks": checks} if checks is not None else out
+
+
+def _builtin(unit: Unit) -> str | None:
+    """The built-in strategy's name of a unit (None for a plugin or a spec)."""
+    if unit.resolved is None:
+        return unit.strategy
+    return str(unit.resolved.ref.name) if unit.resolved.builtin else None
+
+
+def _checks(data: Any, unit: Unit, spec: SweepSpec) -> dict[str, Any] | None:
+    """The look-ahead check of a user strategy on the unit's series (its first set)."""
+    if _builtin(unit) is not None:
+        return None
+    from serve_app.services.strategy import check, frame_of
+
+    return check(unit.resolved, frame_of(data), unit.combos[0], spec.lookahead)
 
 
 def _label(unit: Unit) -> str:
@@ -91,7 +112,7 @@ def _fast_path(data: Any, unit: Unit, config: Any) -> bool:
     the kernel to pay off (short ones are cheap one by one)."""
     return (
         len(data) >= FAST_PATH_MIN_BARS
-        and unit.strategy == "ema_cross"
+        and _builtin(unit) == "ema_cross"
         and all(c["long_only"] == 1 and c["vol_gate"] == 0 for c in unit.combos)
         and config.sizing == "fixed"
         and config.fraction == 1.0
@@ -104,10 +125,12 @@ def _grid_rows(data: Any, unit: Unit, config: Any) -> list[dict[str, Any]]:
     """Every parameter set of the unit on its series: one compiled kernel for the whole grid
     when it fits :func:`compute.backtest.sweep.sweep`, else one backtest per set (regimes
     shared)."""
-    from compute.backtest import strategies
     from compute.backtest.engine import run_backtest
     from compute.indicators import regimes
+    from serve_app.services.strategy import Resolved, StrategyRef, frame_of
 
+    if _spec_fast_path(data, unit, config):
+        return _spec_rows(data, unit, config)
     if _fast_path(data, unit, config):
         from compute.backtest.sweep import sweep
 
@@ -131,11 +154,12 @@ def _grid_rows(data: Any, unit: Unit, config: Any) -> list[dict[str, Any]]:
         "vol": regimes.vol_regime(data.close),
         "trend": regimes.trend(data.high, data.low, data.close)[1],
     }
+    name = _builtin(unit)
+    strategy = unit.resolved if name is None else Resolved(StrategyRef("builtin", name))
+    frame = frame_of(data)
     rows = []
     for params in unit.combos:
-        target = strategies.positions(
-            unit.strategy, params, data.open, data.high, data.low, data.close
-        )
+        target = strategy.positions(frame, params)
         result = run_backtest(
             data.ts,
             data.open,
@@ -146,10 +170,50 @@ def _grid_rows(data: Any, unit: Unit, config: Any) -> list[dict[str, Any]]:
             config,
             funding_rate=data.funding,
             regimes=labels,
-            hold_from_start=unit.strategy in strategies.HELD_FROM_START,
+            hold_from_start=strategy.held_from_start,
         )
         rows.append(_row(unit, params, result.metrics))
     return rows
+
+
+def _spec_fast_path(data: Any, unit: Unit, config: Any) -> bool:
+    """Whether a spec's grid fits ``compute.strategy.grid.sweep_spec``'s fused kernel: a
+    long/flat all-in spec (``grid.fused``), all-in fixed sizing, fee + fixed slippage, no
+    funding, and a series long enough to pay off (the same conditions as the EMA kernel)."""
+    if unit.resolved is None or unit.resolved.ref.kind != "spec":
+        return False
+    from compute.strategy.grid import fused
+
+    spec = unit.resolved.plugin.spec
+    return (
+        len(data) >= FAST_PATH_MIN_BARS
+        and fused([spec.bind(c) for c in unit.combos])
+        and config.sizing == "fixed"
+        and config.fraction == 1.0
+        and config.slippage_range_frac == 0.0
+        and (data.funding is None or not data.funding.any())
+    )
+
+
+def _spec_rows(data: Any, unit: Unit, config: Any) -> list[dict[str, Any]]:
+    """A spec's whole grid in one fused kernel (metrics to ~1e-9 of the engine's)."""
+    from compute.strategy.grid import sweep_spec
+    from serve_app.services.strategy import frame_of
+
+    spec = unit.resolved.plugin.spec
+    out = sweep_spec(
+        spec,
+        [spec.bind(c) for c in unit.combos],
+        frame_of(data),
+        fee_bps=config.fee_bps,
+        slippage_bps=config.slippage_bps,
+        periods_per_year=config.periods_per_year,
+    )
+    metrics = {k: v for k, v in out.items() if k not in ("params", "path")}
+    return [
+        _row(unit, params, {k: _num(v[i]) for k, v in metrics.items()})
+        for i, params in enumerate(unit.combos)
+    ]
 
 
 def _walkforward_row(data: Any, unit: Unit, spec: SweepSpec, config: Any) -> dict[str, Any]:
@@ -158,7 +222,8 @@ def _walkforward_row(data: Any, unit: Unit, spec: SweepSpec, config: Any) -> dic
 
     assert spec.walkforward is not None
     grid = list(unit.combos)
-    report = walkforward_series(data, unit.strategy, grid, spec.walkforward, config, use_ray=False)
+    strategy = unit.strategy if unit.resolved is None else unit.resolved
+    report = walkforward_series(data, strategy, grid, spec.walkforward, config, use_ray=False)
     row = _row(
         unit, {"chosen": [f["chosen_params"] for f in report["folds"]]}, report["oos"]["metrics"]
     )
@@ -199,13 +264,15 @@ def run(run_id: str, settings: Settings) -> int:
     started = time.perf_counter()
     try:
         with sessions() as session:
-            record = RunRepository(session).get(run_id, payload=False)
+            record = RunRepository(session).get(run_id)
         if record is None:
             print(f"no run {run_id} in {settings.database_url_redacted}", file=sys.stderr)
             return 2
         try:
             spec = SweepSpec.model_validate(record.request)
-            units = expand(spec)
+            stored = record.results if isinstance(record.results, dict) else {}
+            refs = stored.get("strategies") or {}
+            units = expand(spec, settings, refs)
             from serve_app.services.sweep import required_candles, window_of
 
             start, end = window_of(spec)
@@ -265,7 +332,13 @@ def run(run_id: str, settings: Settings) -> int:
                         "skipped": len(skipped),
                         "best": table[: spec.top],
                     },
-                    results={"table": table, "skipped": skipped, "execution": how},
+                    results={
+                        "table": table,
+                        "skipped": skipped,
+                        "execution": how,
+                        "strategies": refs,
+                        "checks": {o["unit"]: o["checks"] for o in outs if o.get("checks")},
+                    },
                     data_fingerprint=fingerprint,
                     duration_s=duration,
                     finished_at=int(time.time()),

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from compute.core.errors import ComputeError
 from serve_app.execution.fanout import fan_out, ray_running
 from serve_app.execution.runs import NO_RUN, RunContext
-from serve_app.services.backtest import MIN_TRADE_BARS, engine_config, strategy_error, used_block
+from serve_app.services.backtest import MIN_TRADE_BARS, engine_config, used_block
 from serve_app.services.inputs import (
     MAX_BACKTEST_BARS,
     SeriesData,
@@ -55,11 +55,14 @@ FANOUT_MIN_WORK = 20_000_000  # bar evaluations below which the folds run in thi
 
 # ------------------------------------------------------------------------------- checks
 def check_grid(
-    strategy: str, grid: dict[str, list[Any]], fixed: dict[str, Any]
+    strategy: Any, grid: dict[str, list[Any]], fixed: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Every parameter set of ``grid`` (with ``fixed``), validated; 422 saying what to fix."""
-    from compute.backtest import strategies
+    """Every parameter set of ``grid`` (with ``fixed``), validated; 422 saying what to fix.
+    ``strategy``: a resolved strategy (services.strategy) or a built-in's name."""
+    if isinstance(strategy, str):
+        from serve_app.services.strategy import Resolved, StrategyRef
 
+        strategy = Resolved(StrategyRef("builtin", strategy))
     if not grid or any(not v for v in grid.values()):
         empty = [k for k, v in grid.items() if not v]
         raise ConfigurationError(
@@ -86,15 +89,27 @@ def check_grid(
             parameter="grid",
             cap=MAX_GRID,
         )
+    if strategy.ref.kind == "spec":
+        check_spec_grid(strategy, grid)
     from serve_app.services.sweep import grid_combos
 
-    try:
-        return [
-            strategies.validate_strategy(strategy, {**fixed, **combo})
-            for combo in grid_combos(grid)
-        ]
-    except ComputeError as exc:
-        raise strategy_error(exc, strategy) from None
+    return [strategy.validate({**fixed, **combo}) for combo in grid_combos(grid)]
+
+
+def check_spec_grid(strategy: Any, grid: dict[str, Any]) -> None:
+    """A spec's grid names its placeholders only (422 ``invalid_strategy``, field ``grid``)."""
+    names = strategy.plugin.spec.placeholders
+    unknown = sorted(set(grid) - set(names))
+    if unknown:
+        raise ConfigurationError(
+            f"grid: parameter(s) {unknown} are not placeholders of the spec (token "
+            f"{unknown[0]!r} at position 0)",
+            code="invalid_strategy",
+            field="grid",
+            token=unknown[0],
+            position=0,
+            valid=names,
+        )
 
 
 def plan_folds(n_bars: int, spec: FoldSpec) -> list[Any]:
@@ -137,13 +152,15 @@ def check_work(folds: list[Any], grid_size: int) -> int:
 
 # --------------------------------------------------------------------------------- folds
 def _folds_task(shared: dict[str, Any], folds: list[Any]) -> list[dict[str, Any]]:
-    """A group of folds in one batched call (on a warm worker or in-process)."""
+    """A group of folds in one batched call (on a warm worker or in-process). A resolved
+    strategy arrives as its reference and is rebuilt here (a plugin re-imported)."""
     from compute.backtest.walkforward import evaluate_folds
 
+    strategy = shared["strategy"]
     return evaluate_folds(
         folds,
         shared["candles"],
-        shared["strategy"],
+        strategy if isinstance(strategy, str) else strategy.engine_strategy,
         shared["grid"],
         shared["config"],
         shared["objective"],
@@ -169,7 +186,7 @@ def _fold_groups(folds: list[Any], use_ray: bool) -> list[list[Any]]:
 
 def walkforward_series(
     data: SeriesData,
-    strategy: str,
+    strategy: Any,
     grid: list[dict[str, Any]],
     spec: FoldSpec,
     config: Any,
@@ -180,13 +197,17 @@ def walkforward_series(
     """Walk-forward of ``grid`` on ``data``: folds, stitched OOS, decay, regime checks.
 
     ``use_ray`` None: the folds go to the warm workers only when the work is large enough
-    (``FANOUT_MIN_WORK`` bar evaluations) and Ray is running."""
+    (``FANOUT_MIN_WORK`` bar evaluations) and Ray is running. ``strategy``: a built-in's
+    name or a resolved strategy (services.strategy), which the workers rebuild."""
     from compute.backtest.walkforward import decay_report, stitch
     from compute.indicators import regimes
+    from serve_app.services.strategy import frame_of
 
     folds = plan_folds(len(data), spec)
+    builtin = isinstance(strategy, str) or strategy.builtin
+    candles = data.candles() if builtin else frame_of(data)
     shared = {
-        "candles": {k: getattr(data, k) for k in ("ts", "open", "high", "low", "close")},
+        "candles": candles,
         "strategy": strategy,
         "grid": grid,
         "config": config,
@@ -298,16 +319,29 @@ class Prepared:
     warmup: int
     data: SeriesData
     config: Any
+    strategy: Any = None  # services.strategy.Resolved (pickles as its reference)
+    fixed: dict[str, Any] | None = None
+    checks: dict[str, Any] | None = None
 
 
 def prepare(
     sessions: sessionmaker[Session], settings: Settings, req: WalkForwardRequest
 ) -> Prepared:
-    """Validate the grid, count the candles, cut the folds, cap the work, read the data."""
-    from compute.backtest import strategies
+    """Validate the grid, count the candles, cut the folds, cap the work, read the data, and
+    check a user strategy for look-ahead (on the grid's first set, over the whole window)."""
+    from serve_app.services.strategy import check, frame_of, resolve
 
-    grid = check_grid(req.strategy, req.grid, req.fixed_params)
-    warmup = max(strategies.required_bars(req.strategy, g) for g in grid) - MIN_TRADE_BARS
+    resolved, given = resolve(settings, req.strategy)
+    both = sorted(set(given) & set(req.fixed_params))
+    if both:
+        raise ConfigurationError(
+            f"{', '.join(both)} appear in both strategy.params and fixed_params; keep each in one",
+            code="invalid_parameter",
+            parameter="fixed_params",
+        )
+    fixed = {**given, **req.fixed_params}
+    grid = check_grid(resolved, req.grid, fixed)
+    warmup = max(resolved.required_bars(g) for g in grid) - MIN_TRADE_BARS
     need = req.train_bars + req.purge_bars + req.test_bars
     with sessions() as session:
         window = check_window(session, settings, req)
@@ -320,7 +354,8 @@ def prepare(
         check_work(folds, len(grid))
         data = load_series(session, window, with_funding=req.funding)
     config = engine_config(req, window.interval)
-    return Prepared(req, window, grid, len(folds), warmup, data, config)
+    checks = check(resolved, frame_of(data), grid[0], req.lookahead)
+    return Prepared(req, window, grid, len(folds), warmup, data, config, resolved, fixed, checks)
 
 
 def record(sessions: sessionmaker[Session], prep: Prepared, *, status: str) -> tuple[str, int]:
@@ -332,7 +367,7 @@ def record(sessions: sessionmaker[Session], prep: Prepared, *, status: str) -> t
         status=status,
         coin=prep.window.coin,
         interval=prep.window.interval,
-        strategy=prep.req.strategy,
+        strategy=prep.strategy.label,
         seed=prep.req.seed,
         progress={"done": 0, "total": prep.folds, "unit": "folds"},
     )
@@ -345,7 +380,7 @@ def execute(
     req, window, data = prep.req, prep.window, prep.data
     started = time.perf_counter()
     try:
-        report = walkforward_series(data, req.strategy, prep.grid, req, prep.config, ctx=ctx)
+        report = walkforward_series(data, prep.strategy, prep.grid, req, prep.config, ctx=ctx)
     except ComputeError as exc:
         fail_run(sessions, run_id, exc, started)
         raise DataIntegrityError(f"the stored data cannot be used: {exc}") from None
@@ -354,8 +389,9 @@ def execute(
         raise
     duration = time.perf_counter() - started
     used = used_block(
-        req, window.coin, window.interval, req.strategy, dict(req.fixed_params), prep.warmup, data
-    )
+        req, window.coin, window.interval, prep.strategy.label, dict(prep.fixed or {}),
+        prep.warmup, data, provenance=prep.strategy.provenance, checks=prep.checks,
+    )  # fmt: skip
     oos = report["oos"]
     summary = {**oos["metrics"], "folds": prep.folds, "fading": report["decay"]["fading"]}
     results = {k: report[k] for k in ("folds", "decay", "regime_checks", "execution")}

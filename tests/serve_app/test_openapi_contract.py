@@ -110,6 +110,15 @@ BT = {"coin": "BTC", "interval": "1d", "strategy": "ema_cross", "params": {"fast
 WF = {**BT, "grid": {"fast": [5, 10], "slow": [30, 60]}, "train_bars": 730, "test_bars": 180}
 WF.pop("params")
 SIM = {"backtest": BT, "horizon": 30, "paths": 2_000, "seed": 3}
+SPEC = {"long_entry": "ema:{fast} > ema:{slow}", "long_exit": "ema:{fast} <= ema:{slow}",
+        "params": {"fast": 12, "slow": 26}}  # fmt: skip
+PF = {
+    "coins": ["BTC", "ETH", "SOL"],
+    "interval": "1d",
+    "strategy": {"momentum": {"lookback": 30, "top_k": 2}},
+    "rebalance": {"kind": "monthly"},
+}
+PWF = {**PF, "grid": {"lookback": [20, 60]}, "train_bars": 730, "test_bars": 365}
 
 
 def test_every_json_route_answers_what_the_document_declares(client: TestClient) -> None:
@@ -143,6 +152,13 @@ def test_every_json_route_answers_what_the_document_declares(client: TestClient)
     c("POST", "/risk/simulate", json={**SIM, "mode": "async"}, status=202)
     c("GET", "/risk/simulations/{run_id}", f"/risk/simulations/{sim['run_id']}")
     c("GET", "/runs", "/runs?kind=walkforward")
+    c("GET", "/strategies")
+    c("POST", "/signals", json={"coin": "BTC", "interval": "1d", "strategy": {"spec": SPEC},
+                                "limit": 30})  # fmt: skip
+    c("POST", "/backtest/run", json={**BT, "strategy": {"spec": SPEC}, "params": {"fast": 9}})
+    folio = c("POST", "/backtest/portfolio", json=PF)
+    c("POST", "/backtest/runs/{run_id}/rerun", f"/backtest/runs/{folio['run_id']}/rerun")
+    c("POST", "/backtest/portfolio/walkforward", json=PWF)
     deadline = time.monotonic() + 60
     while c("GET", "/runs/{run_id}", f"/runs/{queued['run_id']}")["status"] in (
         "queued",
@@ -163,6 +179,10 @@ def test_errors_answer_the_declared_error_body(client: TestClient) -> None:
     c("GET", "/market/candles", "/market/candles?coin=BTC&interval=7m", status=422)
     c("GET", "/indicators", "/indicators?coin=BTC&interval=1d&names=nope:3", status=422)
     c("POST", "/backtest/run", json={**BT, "strategy": "nope"}, status=422)
+    bad = {"spec": {"long_entry": "ema:12 > emaa:26"}}
+    c("POST", "/backtest/run", json={**BT, "strategy": bad}, status=422)
+    c("POST", "/signals", json={"coin": "BTC", "interval": "1d", "strategy": bad}, status=422)
+    c("POST", "/backtest/portfolio", json={**PF, "coins": ["BTC", "NOPE"]}, status=404)
     c("POST", "/backtest/run", "/backtest/run?coin=BTC", json=BT, status=400)
     c("GET", "/runs/{run_id}", "/runs/nope", status=404)
     c("DELETE", "/runs/{run_id}", "/runs/nope", status=404)

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.api.schemas.common import ErrorBody
+from serve_app.api.schemas.portfolio import PortfolioRunResponse
 
 MetricValue = bool | int | float | None
 
@@ -33,6 +34,18 @@ class DataUsedOut(_Out):
     )
 
 
+class ProvenanceOut(_Out):
+    """Where a strategy came from: what the registry records so a rerun can tell whether its
+    code or spec changed."""
+
+    name: str = Field(description="strategy name")
+    version: str = Field(description="its version (a spec: spec-<fingerprint>)")
+    origin: str = Field(description="builtin, entry_point, module or spec")
+    source: str = Field(description="where it was loaded from; a spec: its canonical JSON")
+    module: str = Field(description="the module defining its positions")
+    source_hash: str = Field(description="sha256 of that module's source (a spec: of its JSON)")
+
+
 class UsedOut(_Out):
     """What the run used: enough to reproduce it."""
 
@@ -46,6 +59,13 @@ class UsedOut(_Out):
     code_version: str = Field(description="git commit (-dirty when modified) or package version")
     request_hash: str = Field(description="sha256 of the canonical request")
     periods_per_year: float = Field(description="annualisation factor (365-day year)")
+    provenance: ProvenanceOut | None = Field(None, description="the strategy's provenance")
+    checks: dict[str, Any] | None = Field(
+        None,
+        description="a user strategy's look-ahead and recursion checks on the run's candles "
+        "(passed, lookahead {flagged, first_bar, cut, ...}, recursion {...}, policy); null "
+        "for a built-in",
+    )
 
 
 class EquityOut(_Out):
@@ -101,7 +121,13 @@ class MetricDiffOut(_Out):
 
 class RerunResponse(_Out):
     original_id: str = Field(description="the run that was re-run")
-    run: BacktestRunResponse = Field(description="the new run (recorded with rerun_of)")
+    run: BacktestRunResponse | PortfolioRunResponse = Field(
+        description="the new run (recorded with rerun_of): a backtest or a portfolio"
+    )
+    same_strategy: bool = Field(
+        description="the strategy's provenance (version, source hash, a spec's text) equals "
+        "the original's"
+    )
     identical: bool = Field(
         description="metrics, equity and trades bit-for-bit equal to the original's"
     )
@@ -155,3 +181,24 @@ class InvalidBacktestBody(ErrorBody):
 
     valid: Any = Field(None, description="what is valid (strategies, parameters, bounds)")
     cap: int | None = Field(None, description="the cap that was exceeded")
+
+
+class InvalidStrategyBody(ErrorBody):
+    """422 ``invalid_strategy``: a spec that does not parse or validate; the fields of
+    ``RuleError.as_dict()`` point at the offending token."""
+
+    field: str | None = Field(description="the spec field (long_entry, stop_loss.pct, grid ...)")
+    token: str = Field(description="the offending text")
+    position: int = Field(description="its 0-based character offset in the field's rule")
+    valid: list[str] = Field(description="what would have been accepted there")
+
+
+class LookaheadBody(ErrorBody):
+    """422 ``lookahead_detected`` / ``recursion_detected``: a user strategy whose past
+    positions change when later bars are added (or that depends on where its history starts);
+    send ``"lookahead": "flag"`` to run it anyway."""
+
+    first_bar: int = Field(description="index of the first bar whose position changed")
+    first_bar_ts_unix: int | None = Field(description="its open time, unix seconds")
+    cut: int | None = Field(description="the history length that showed it (look-ahead)")
+    check: dict[str, Any] = Field(description="the whole check")

@@ -6,9 +6,9 @@ everything a request can get wrong on its own is checked here.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 TimeIn = str | int
 
@@ -18,6 +18,64 @@ Number = float | int | bool
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    #: fields added after requests of this kind were first recorded: left out of a dump while
+    #: at their default, so an old request's canonical JSON (and its request_hash) is unchanged
+    LATER_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        fields = type(self).model_fields
+        for name in self.LATER_FIELDS:
+            if name in out and getattr(self, name) == fields[name].default:
+                del out[name]
+        return out
+
+
+class NamedStrategy(_Body):
+    """A built-in or plugin strategy by name, with its parameters (``GET /strategies``)."""
+
+    name: str = Field(
+        min_length=1, max_length=80, description="strategy name", examples=["donchian"]
+    )
+    params: dict[str, Number] = Field(
+        default_factory=dict,
+        description="its parameters; omitted ones take their defaults",
+        examples=[{"n": 55}],
+    )
+
+
+class SpecStrategy(_Body):
+    """A declarative strategy spec (docs/strategies.md) and values of its placeholders."""
+
+    spec: dict[str, Any] = Field(
+        description="the spec: long_entry / long_exit / short_entry / short_exit rules, "
+        "weights, stops, params (docs/strategies.md)",
+        examples=[{"long_entry": "ema:{fast} > ema:{slow}", "long_exit": "ema:{fast} <= ema:{slow}",
+                   "params": {"fast": 12, "slow": 26}}],
+    )  # fmt: skip
+    params: dict[str, Number] = Field(
+        default_factory=dict,
+        description="values of the spec's {placeholders} (over the spec's own params)",
+        examples=[{"fast": 10}],
+    )
+
+
+#: what a ``strategy`` field accepts: a name, a name with parameters, or a spec
+StrategyIn = str | NamedStrategy | SpecStrategy
+STRATEGY_DOC = (
+    'a built-in or plugin name ("ema_cross"; GET /strategies lists them), {"name": ..., '
+    '"params": {...}}, or a declarative spec {"spec": {...}, "params": {...}} '
+    "(docs/strategies.md)"
+)
+LookaheadPolicy = Literal["reject", "flag"]
+LOOKAHEAD_DOC = (
+    "a user strategy (spec or plugin) is checked for look-ahead and start dependence on the "
+    "run's candles before it runs: reject answers 422 lookahead_detected (or "
+    "recursion_detected) with the first bar that changed; flag runs it anyway and reports the "
+    "check in used.checks. Built-ins are not checked"
+)
 
 
 class CostsAndSizing(_Body):
@@ -83,6 +141,7 @@ class SeriesAndCosts(CostsAndSizing):
 class BacktestRunRequest(SeriesAndCosts):
     """One strategy with one parameter set on one series."""
 
+    LATER_FIELDS = ("lookahead",)
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -100,14 +159,14 @@ class BacktestRunRequest(SeriesAndCosts):
         },
     )
 
-    strategy: str = Field(
-        description="strategy name (see the 422 for the list)", examples=["ema_cross"]
-    )
+    strategy: StrategyIn = Field(description=STRATEGY_DOC, examples=["ema_cross"])
     params: dict[str, Number] = Field(
         default_factory=dict,
-        description="strategy parameters; omitted ones take their defaults",
+        description="strategy parameters (or spec placeholder values); omitted ones take their "
+        "defaults. Give them here or inside the strategy object, not both",
         examples=[{"fast": 12, "slow": 26}],
     )
+    lookahead: LookaheadPolicy = Field("reject", description=LOOKAHEAD_DOC)
     equity_points: int = Field(
         1000,
         ge=2,
@@ -153,6 +212,7 @@ class FoldSpec(_Body):
 class WalkForwardRequest(FoldSpec, SeriesAndCosts):
     """Walk-forward validation: per fold choose parameters on train, evaluate on test."""
 
+    LATER_FIELDS = ("lookahead",)
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -171,13 +231,19 @@ class WalkForwardRequest(FoldSpec, SeriesAndCosts):
         },
     )
 
-    strategy: str = Field(description="strategy name", examples=["ema_cross"])
+    strategy: StrategyIn = Field(description=STRATEGY_DOC, examples=["ema_cross"])
     grid: dict[str, list[Number]] = Field(
-        description="parameter -> candidate values; the grid is their Cartesian product",
+        description="parameter (a spec: placeholder) -> candidate values; the grid is their "
+        "Cartesian product",
         examples=[{"fast": [5, 10, 20], "slow": [50, 100]}],
     )
     fixed_params: dict[str, Number] = Field(
-        default_factory=dict, description="parameters held fixed (not searched)"
+        default_factory=dict,
+        description="parameters held fixed (not searched); a strategy object's params count "
+        "as fixed too",
+    )
+    lookahead: LookaheadPolicy = Field(
+        "reject", description=LOOKAHEAD_DOC + " (on the grid's first parameter set)"
     )
     equity_points: int = Field(
         1000, ge=2, le=100_000, description="most points of the stitched OOS equity returned"
