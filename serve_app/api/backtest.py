@@ -251,9 +251,13 @@ def compare_runs(
 def rerun(settings: SettingsDep, sessions: SessionFactoryDep, run_id: RunId) -> RerunResponse:
     """A backtest or a portfolio run, again with its recorded request (a spec's text and a
     plugin's source hash are part of what is compared: ``same_strategy``)."""
+    return rerun_response(run_id, service.rerun(sessions, settings, run_id))
+
+
+def rerun_response(run_id: str, again: service.Rerun) -> RerunResponse:
+    """The answer of a rerun (the route and ``squall backtest rerun`` print the same)."""
     from serve_app.api.portfolio import portfolio_response
 
-    again = service.rerun(sessions, settings, run_id)
     run = (
         backtest_response(again.recorded, again.request)
         if isinstance(again.request, BacktestRunRequest)

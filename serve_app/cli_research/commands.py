@@ -160,22 +160,12 @@ def backtest_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def backtest_rerun(args: argparse.Namespace, settings: Settings) -> int:
-    from serve_app.api.backtest import backtest_response
-    from serve_app.api.schemas.backtest import MetricDiffOut, RerunResponse
+    from serve_app.api.backtest import rerun_response
     from serve_app.services import backtest as service
 
     with database(settings, compute=True) as sessions:
         again = service.rerun(sessions, settings, args.run_id)
-    resp = RerunResponse(
-        original_id=args.run_id,
-        run=backtest_response(again.recorded, again.request),
-        identical=again.identical,
-        same_data=again.original.data_fingerprint == again.again.data_fingerprint,
-        same_code=again.original.code_version == again.again.code_version,
-        differences=[MetricDiffOut.model_validate(d) for d in again.differences],
-        equity_identical=again.equity_identical,
-        trades_identical=again.trades_identical,
-    ).model_dump(mode="json")
+    resp = rerun_response(args.run_id, again).model_dump(mode="json")
     if args.json:
         print_json(resp)
     else:
