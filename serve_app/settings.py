@@ -149,6 +149,13 @@ class Settings(BaseSettings):
     run_heartbeat_s: float = Field(
         2.0, gt=0, le=300, description="seconds between heartbeats of a running run"
     )
+    run_queue_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 86_400,
+        description="a queued run no worker has started within this is marked failed "
+        "(queued runs wait for a free worker; a failed hand-over is marked at once)",
+    )
     run_heartbeat_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session, defer
 
@@ -341,18 +341,24 @@ class RunRepository:
         )
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
-    def fail_stale(self, now: int, timeout_s: float) -> builtins.list[str]:
-        """Mark as failed every active run whose last heartbeat is older than ``timeout_s``
-        (its executor died); returns their ids. Runs recorded before heartbeats existed
-        (heartbeat NULL) count from their creation."""
-        limit = now - timeout_s
+    def fail_stale(
+        self, now: int, timeout_s: float, queued_timeout_s: float | None = None
+    ) -> builtins.list[str]:
+        """Mark as failed every running run whose last heartbeat is older than ``timeout_s``
+        (its executor died) and every queued run older than ``queued_timeout_s`` (default
+        ``timeout_s``: nothing ever started it); returns their ids. Runs recorded before
+        heartbeats existed (heartbeat NULL) count from their creation. Sweeps run as Ray
+        jobs and are followed by Ray, not here."""
+        queued_limit = now - (timeout_s if queued_timeout_s is None else queued_timeout_s)
         beat = func.coalesce(BacktestRun.heartbeat_at, BacktestRun.created_at)
         stale = builtins.list(
             self.session.scalars(
                 select(BacktestRun.id).where(
-                    BacktestRun.status.in_(ACTIVE_STATUSES),
-                    BacktestRun.job_id.is_(None),  # Ray jobs (sweeps) are followed by Ray
-                    beat < limit,
+                    BacktestRun.job_id.is_(None),
+                    or_(
+                        (BacktestRun.status == "running") & (beat < now - timeout_s),
+                        (BacktestRun.status == "queued") & (BacktestRun.created_at < queued_limit),
+                    ),
                 )
             )
         )
@@ -364,7 +370,7 @@ class RunRepository:
                     status="failed",
                     finished_at=now,
                     error=f"worker lost: no heartbeat for more than {timeout_s:g} s "
-                    "(the process running it stopped)",
+                    "(the process running it stopped), or never started",
                 )
             )
         return stale

@@ -38,7 +38,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         from serve_app.execution.runs import start_reaper
 
         workers.configure(settings)
-        stop = start_reaper(settings.database_url, settings.run_heartbeat_timeout_s)
+        stop = start_reaper(
+            settings.database_url,
+            settings.run_heartbeat_timeout_s,
+            queued_timeout_s=settings.run_queue_timeout_s,
+        )
         if settings.warm_up:
             warmup.start_in_background(
                 warmup.warm_up_replica,

@@ -170,9 +170,16 @@ class RunContext:
 NO_RUN = RunContext(None, None)  # for work outside the registry (tests, benchmarks)
 
 
-def reaper_loop(database_url: str, timeout_s: float, stop: threading.Event, every_s: float) -> None:
-    """Until ``stop``: mark runs whose heartbeat is older than ``timeout_s`` as failed (on
-    its own small engine, so the serving pool is not touched)."""
+def reaper_loop(
+    database_url: str,
+    timeout_s: float,
+    stop: threading.Event,
+    every_s: float,
+    queued_timeout_s: float | None = None,
+) -> None:
+    """Until ``stop``: mark running runs whose heartbeat is older than ``timeout_s`` (and
+    queued ones older than ``queued_timeout_s``) as failed, on its own small engine so the
+    serving pool is not touched."""
     from serve_app.services.runs import fail_stale
     from storage.engine import make_engine, session_factory
 
@@ -181,7 +188,7 @@ def reaper_loop(database_url: str, timeout_s: float, stop: threading.Event, ever
     try:
         while True:
             try:
-                stale = fail_stale(sessions, timeout_s)
+                stale = fail_stale(sessions, timeout_s, queued_timeout_s)
                 if stale:
                     log.warning("marked %d run(s) failed (no heartbeat): %s", len(stale), stale)
             except Exception as exc:  # database down or not migrated yet: next round
@@ -193,13 +200,17 @@ def reaper_loop(database_url: str, timeout_s: float, stop: threading.Event, ever
 
 
 def start_reaper(
-    database_url: str, timeout_s: float, every_s: float | None = None
+    database_url: str,
+    timeout_s: float,
+    every_s: float | None = None,
+    queued_timeout_s: float | None = None,
 ) -> threading.Event:
     """Run :func:`reaper_loop` on a daemon thread; set the returned event to stop it."""
     stop = threading.Event()
+    every = every_s or max(1.0, timeout_s / 3)
     threading.Thread(
         target=reaper_loop,
-        args=(database_url, timeout_s, stop, every_s or max(1.0, timeout_s / 3)),
+        args=(database_url, timeout_s, stop, every, queued_timeout_s),
         name="stale-run-reaper",
         daemon=True,
     ).start()

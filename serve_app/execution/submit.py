@@ -55,5 +55,30 @@ def launch(driver: str, settings_values: dict[str, Any], run_id: str, *args: Any
     from serve_app.execution.workers import pool
 
     worker = pool().pick()
-    worker.handle.drive.remote(driver, settings_values, run_id, *args)
+    ref = worker.handle.drive.remote(driver, settings_values, run_id, *args)
+    url = str(settings_values["database_url"])
+    ref.future().add_done_callback(lambda done: _handed_over(url, run_id, done))
     return worker.name
+
+
+def _handed_over(database_url: str, run_id: str, done: Any) -> None:
+    """When a driver call ends in an error (its worker or node died before or while running
+    it), record that on the run at once instead of waiting for the reaper."""
+    import time
+
+    exc = done.exception()
+    if exc is None:
+        return
+    try:
+        with transaction(sessions_for(database_url)) as session:
+            repo = RunRepository(session)
+            run = repo.get(run_id, payload=False)
+            if run is not None and run.status in ("queued", "running"):
+                repo.update(
+                    run_id,
+                    status="failed",
+                    error=f"the worker running it failed: {type(exc).__name__}: {exc}"[:2000],
+                    finished_at=int(time.time()),
+                )
+    except Exception:  # the reaper still marks it once its heartbeat is stale
+        return

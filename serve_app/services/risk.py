@@ -34,6 +34,7 @@ from storage.errors import (
     NotFoundError,
 )
 from storage.intervals import interval_seconds, periods_per_year
+from storage.series import SeriesRepository
 
 MAX_CELLS = 5_000_000  # coins x candles read by one request
 MAX_ROLLING_CELLS = 50_000_000  # window values a rolling computation touches
@@ -148,8 +149,10 @@ def coins_series(
     window: int,
 ) -> tuple[Series, corr.AlignedReturns]:
     aligned = load_returns(session, coins, interval, start=start, end=end, window=window)
+    owners = SeriesRepository(session)
     source = {
         "kind": "candles",
+        "sources": {c: owners.source_of(c, interval) for c in coins},
         "candles_read": aligned.bars,
         "dropped_timestamps": aligned.dropped_timestamps,
         "dropped_per_coin": aligned.dropped,

@@ -88,10 +88,13 @@ def fail_run(
         )
 
 
-def fail_stale(sessions: sessionmaker[Session], timeout_s: float) -> list[str]:
-    """Mark active runs whose heartbeat is older than ``timeout_s`` as failed; their ids."""
+def fail_stale(
+    sessions: sessionmaker[Session], timeout_s: float, queued_timeout_s: float | None = None
+) -> list[str]:
+    """Mark running runs whose heartbeat is older than ``timeout_s``, and queued runs no
+    worker took within ``queued_timeout_s``, as failed; their ids."""
     with transaction(sessions) as session:
-        return RunRepository(session).fail_stale(int(time.time()), timeout_s)
+        return RunRepository(session).fail_stale(int(time.time()), timeout_s, queued_timeout_s)
 
 
 # -------------------------------------------------------------------------------- reading

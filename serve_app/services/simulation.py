@@ -454,13 +454,14 @@ def execute(
     except BaseException as exc:
         cancelled = isinstance(exc, RunCancelledError)
         with transaction(sessions) as session:
-            RunRepository(session).update(
-                run_id,
-                status="cancelled" if cancelled else "failed",
-                error="cancelled on request" if cancelled else f"{exc}"[:2000],
-                finished_at=int(time.time()),
-                progress=ctx.current,
-            )
+            fields: dict[str, Any] = {
+                "status": "cancelled" if cancelled else "failed",
+                "error": "cancelled on request" if cancelled else f"{exc}"[:2000],
+                "finished_at": int(time.time()),
+            }
+            if ctx.current is not None:  # keep how far it got (else the last beat's value)
+                fields["progress"] = ctx.current
+            RunRepository(session).update(run_id, **fields)
         raise
     timings = {
         "prepare_s": prep.prepare_s,

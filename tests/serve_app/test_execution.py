@@ -33,6 +33,9 @@ pytestmark = pytest.mark.ray
 TIMEOUT_S = 3.0  # the heartbeat timeout these tests run with
 
 
+DASHBOARD: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def ray_runtime() -> Iterator[None]:
     ray = pytest.importorskip("ray")
@@ -41,7 +44,10 @@ def ray_runtime() -> Iterator[None]:
     from tests.serve_app.test_serve_http import _free_port
 
     # the dashboard serves Ray's state API, which the cancel test reads the tasks from
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_port=_free_port(), log_to_driver=False)
+    ctx = ray.init(
+        num_cpus=2, include_dashboard=True, dashboard_port=_free_port(), log_to_driver=False
+    )
+    DASHBOARD["url"] = f"http://{ctx.dashboard_url}"  # this cluster's state API, by address
     workers.reset_pool()
     yield
     workers.stop_workers()
@@ -175,7 +181,9 @@ def test_cancelling_a_walkforward_ends_its_ray_calls(app_client: TestClient) -> 
     while True:  # the fold calls it had queued or running are gone
         busy = [
             t
-            for t in list_tasks(filters=[("state", "!=", "FINISHED")], limit=1000)
+            for t in list_tasks(
+                address=DASHBOARD["url"], filters=[("state", "!=", "FINISHED")], limit=1000
+            )
             if "ComputeWorker.call" in (t.name or "") and t.state not in ("FAILED",)
         ]
         if not busy:

@@ -194,3 +194,42 @@ def test_indexes_exist(sessions: sessionmaker[Session]) -> None:
         "ix_backtest_runs_coin_strategy",
         "ix_backtest_runs_job_id",
     } <= names
+
+
+def test_lifecycle_beats_cancel_claim_and_the_reaper(sessions: sessionmaker[Session]) -> None:
+    """A running run beats; a stale one is failed with the reason; a queued one waits up to
+    the queue timeout; cancel and claim follow the states."""
+    t0 = 1_800_000_000
+
+    def add(status: str, created: int, beat: int | None) -> str:
+        with transaction(sessions) as s:
+            return RunRepository(s).add(
+                "simulation", {"x": 1}, request_hash="h", code_version="v", status=status,
+                created_at=created, heartbeat_at=beat,
+            )  # fmt: skip
+
+    fresh = add("running", t0, t0 + 95)
+    stale = add("running", t0, t0 + 50)
+    waiting = add("queued", t0 + 60, t0 + 60)
+    old_queued = add("queued", t0 - 7200, t0 - 7200)
+    done = add("succeeded", t0 - 9000, t0 - 9000)
+    with transaction(sessions) as s:
+        repo = RunRepository(s)
+        assert repo.beat(fresh, t0 + 100, {"done": 3, "total": 9}) is False
+        failed = repo.fail_stale(t0 + 100, timeout_s=30, queued_timeout_s=3600)
+    assert sorted(failed) == sorted([stale, old_queued])
+    with sessions() as s:
+        repo = RunRepository(s)
+        got = {i: repo.get(i, payload=False) for i in (fresh, stale, waiting, old_queued, done)}
+    assert got[fresh].status == "running" and got[fresh].progress == {"done": 3, "total": 9}
+    assert got[fresh].heartbeat_at == t0 + 100
+    assert got[stale].status == "failed" and "no heartbeat" in (got[stale].error or "")
+    assert got[waiting].status == "queued" and got[done].status == "succeeded"
+    with transaction(sessions) as s:
+        repo = RunRepository(s)
+        assert repo.request_cancel(fresh, t0 + 101) == "running"  # flagged, still running
+        assert repo.beat(fresh, t0 + 102) is True  # the executor sees the flag
+        assert repo.request_cancel(waiting, t0 + 101) == "cancelled"  # queued: at once
+        assert repo.claim(waiting, t0 + 103, "w") is False  # nobody starts a cancelled run
+    with sessions() as s:
+        assert RunRepository(s).get(waiting, payload=False).status == "cancelled"
