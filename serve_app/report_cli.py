@@ -74,7 +74,11 @@ def _risk_body(text: str) -> Any:
 
 def _write(content: bytes, output: str | None, default: str) -> str:
     if output == "-":
-        sys.stdout.buffer.write(content)
+        if default.endswith(".png"):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(content)
+        else:
+            sys.stdout.write(content.decode("utf-8"))
         sys.stdout.flush()
         return "stdout"
     path = Path(output or default)

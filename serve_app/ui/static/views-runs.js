@@ -170,7 +170,8 @@ export async function viewRun(view, runId, ctx) {
       tile('Created', utc(r.created_at_unix), r.finished_at_unix ? `finished ${utc(r.finished_at_unix)}` : ''),
       tile('Took', duration(r.duration_s), r.heartbeat_at_unix && active ? `heartbeat ${ago(Date.now() / 1000 - r.heartbeat_at_unix)}` : ''),
       tile('Worker', r.worker || '—')),
-    h('div', { id: 'run-progress' }, h('h2', null, 'Progress'), progressBar(r.progress || {}, true)),
+    h('div', { id: 'run-progress' }, h('h2', null, 'Progress'), r.progress ? progressBar(r.progress, true)
+      : h('p', { class: 'muted progress', dataset: { done: -1, total: -1 } }, 'no progress recorded')),
     h('div', { class: 'row' }, cancel,
       h('a', { href: url(`/runs/${seg(runId)}`), target: '_blank', rel: 'noopener' }, 'JSON'),
       h('span', { class: 'muted' }, `id ${r.run_id} · code ${r.code_version} · seed ${r.seed ?? '—'}`)));
