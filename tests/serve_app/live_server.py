@@ -121,14 +121,22 @@ def _serve_env(folder: Path, database_url: str, api_port: int) -> tuple[dict[str
 
 
 @contextlib.contextmanager
-def squall_up(folder: Path, database_url: str, *, ready_s: float = 240) -> Iterator[Platform]:
+def squall_up(
+    folder: Path,
+    database_url: str,
+    *,
+    ready_s: float = 240,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Platform]:
     """``squall up`` in its own process group; yields once ``/ready`` answers 200. On exit:
     SIGINT (Ctrl-C), then it must stop by itself; whatever is left is killed and the test
-    fails, and every port it was given must be free again."""
+    fails, and every port it was given must be free again. ``extra_env`` overrides settings
+    (the screenshot script turns the synthetic ingestion on)."""
     import psutil
 
     api_port = free_port()
     env, ports = _serve_env(folder, database_url, api_port)
+    env.update(extra_env or {})
     log = folder / "squall-up.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

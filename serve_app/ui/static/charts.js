@@ -42,11 +42,28 @@ export async function draw(el, spec) {
 // Axis labels for a time span: years over long spans, days over short ones.
 export function timeAxis(msLow, msHigh, title = null) {
   const days = (msHigh - msLow) / 86400000;
-  const format = days > 3 * 365 ? '%Y' : days > 120 ? '%b %Y' : days > 3 ? '%d %b' : '%d %b %H:%M';
-  return { title, format, labelOverlap: true };
+  if (days > 3 * 365) {
+    return { title, format: '%Y', tickCount: { interval: 'year', step: Math.max(1, Math.ceil(days / 365 / 12)) } };
+  }
+  if (days > 120) {
+    return { title, format: '%b %Y', tickCount: { interval: 'month', step: Math.max(1, Math.ceil(days / 30.4 / 10)) } };
+  }
+  return { title, format: days > 3 ? '%d %b' : '%d %b %H:%M', labelOverlap: true };
 }
 
-const extent = (values) => [Math.min(...values), Math.max(...values)];
+const extent = (values) => values.reduce(([a, b], v) => [Math.min(a, v), Math.max(b, v)], [Infinity, -Infinity]);
+
+// 1-2-5 ticks of a log axis (only the powers of ten when that would be too many).
+export function logTicks(lo, hi) {
+  const out = [];
+  for (let k = Math.floor(Math.log10(lo)); k <= Math.ceil(Math.log10(hi)); k++) {
+    for (const m of [1, 2, 5]) {
+      const v = m * 10 ** k;
+      if (v >= lo / 1.05 && v <= hi * 1.05) out.push(Number(v.toPrecision(12)));
+    }
+  }
+  return out.length > 10 ? out.filter((v) => /^1(e|$|0*$|\.0*$)|^0\.0*1$/.test(String(v))) : out;
+}
 
 // Stored series as bars from first to last bar, with each gap marked in red.
 export function coverageSpec(series, gaps) {
@@ -96,7 +113,8 @@ export function compareSpec(points, names) {
     encoding: {
       x: { field: 't', type: 'temporal', axis: timeAxis(t0, t1) },
       y: { field: 'equity', type: 'quantitative', title: log ? 'equity (log scale)' : 'equity',
-        scale: log ? { type: 'log' } : { zero: false } },
+        scale: log ? { type: 'log' } : { zero: false },
+        axis: log ? { values: logTicks(lo, hi), format: '~g' } : {} },
       color: { field: 'run', type: 'nominal', title: null, scale: { domain: names, range: PALETTE } },
       tooltip: [{ field: 'run' }, { field: 't', type: 'temporal', format: '%Y-%m-%d %H:%M' },
         { field: 'equity', format: ',.4f' }],

@@ -86,10 +86,10 @@ export function numCell(value, fmt = num, key = null) {
     fmt(value));
 }
 
-export function tile(label, value, hint = '', key = null, exact = null) {
+export function tile(label, value, hint = '', key = null, exact = null, size = '') {
   return h('div', { class: 'tile' },
     h('div', { class: 'label' }, label),
-    h('div', { class: 'value', dataset: { key, value: finite(exact) ? String(exact) : null } }, value),
+    h('div', { class: `value ${size}`.trim(), dataset: { key, value: finite(exact) ? String(exact) : null } }, value),
     hint ? h('div', { class: 'hint' }, hint) : null);
 }
 

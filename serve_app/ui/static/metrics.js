@@ -30,3 +30,9 @@ export function orderMetrics(keys) {
   const rank = (k) => (FIRST.includes(k) ? FIRST.indexOf(k) : FIRST.length);
   return [...keys].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 }
+
+const LABELS = { var_99: 'VaR 99%', es_99: 'ES 99%', var_95: 'VaR 95%', es_95: 'ES 95%',
+  max_drawdown_p50: 'max drawdown (median path)', max_drawdown_p95: 'max drawdown (5% worst paths)',
+  cagr: 'CAGR', sharpe: 'Sharpe', sortino: 'Sortino', calmar: 'Calmar' };
+
+export const metricLabel = (key) => LABELS[key] || key.replace(/_/g, ' ');

@@ -2,7 +2,7 @@
 
 import { api } from './api.js';
 import { chartBox, coverageSpec, draw } from './charts.js';
-import { ago, badge, h, int, num, numCell, section, table, tile, utc } from './dom.js';
+import { ago, badge, finite, h, int, num, numCell, section, table, tile, utc } from './dom.js';
 
 const key = (coin, interval) => `${coin} ${interval}`;
 
@@ -89,7 +89,7 @@ export async function viewIngestion(view) {
   const now = health.time_unix;
   view.append(section(null, h('div', { class: 'tiles' },
     tile('Supervisor', ing.running ? 'running' : 'stopped', ing.reason || `role ${ing.role || '—'}`, 'running'),
-    tile('Data source', ing.data_source || '—', ing.lock ? `lock ${ing.lock}` : ''),
+    tile('Data source', ing.data_source || '—', ing.lock ? `one writer: ${String(ing.lock).replace(/ \/\S*/g, '')}` : ''),
     tile('Jobs', int(ing.jobs.length), 'one per coin × interval, plus derivatives'),
     tile('Stalled', int(ing.stalled.length), ing.stalled.join(', ') || 'none', 'stalled', ing.stalled.length),
     cpus)));
@@ -104,7 +104,12 @@ export async function viewIngestion(view) {
   view.append(section('Jobs', table(['job', 'state', 'last success', ['runs', true], ['failures', true],
     ['rows written', true], ['last run', true], 'newest bar', 'last error'], rows, { id: 'jobs-table' })));
   if (ing.gap_checks && ing.gap_checks.length) {
-    view.append(section('Recent gap checks', h('ul', null, ing.gap_checks.slice(-10).map((g) =>
-      h('li', null, Object.entries(g).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join('  '))))));
+    const checks = ing.gap_checks.slice(-12).reverse().map((g) => h('tr', null,
+      h('td', null, g.job || `${g.coin} ${g.interval}`), h('td', null, finite(g.at) ? ago(now - g.at) : '—'),
+      numCell(g.gaps_found, int), numCell(g.gaps_fixed, int), numCell(g.candles_added, int),
+      numCell(g.known_gaps_skipped, int), numCell(g.remaining, int)));
+    view.append(section('Recent gap checks', table(['job', 'when', ['gaps found', true], ['fixed', true],
+      ['candles added', true], ['known outages skipped', true], ['still missing', true]], checks,
+    { id: 'gap-checks' })));
   }
 }

@@ -16,11 +16,14 @@ function numberInput(name, value, attrs = {}) {
 
 // Coin, interval and strategy with its parameters (from the embedded catalogue).
 function seriesFields(prefix, stored) {
-  const coins = [...new Set(stored.map((s) => s.coin))];
+  // the coin with the longest history first: the one most runs are about
+  const most = new Map();
+  for (const s of stored) most.set(s.coin, Math.max(most.get(s.coin) || 0, s.count));
+  const coins = [...most.keys()].sort((a, b) => most.get(b) - most.get(a));
   const coin = h('select', { name: 'coin', id: `${prefix}-coin` }, coins.map((c) => h('option', { value: c }, c)));
   const interval = h('select', { name: 'interval', id: `${prefix}-interval` });
   const fill = () => {
-    const ivs = stored.filter((s) => s.coin === coin.value).map((s) => s.interval);
+    const ivs = stored.filter((s) => s.coin === coin.value).sort((a, b) => b.count - a.count).map((s) => s.interval);
     interval.replaceChildren(...ivs.map((iv) => h('option', { value: iv }, iv)));
   };
   coin.addEventListener('change', fill);
@@ -75,7 +78,7 @@ const isoDay = (d) => (d ? `${d}T00:00:00Z` : undefined);
 
 export async function viewLaunch(view) {
   const coins = await api('/market/coins');
-  const stored = coins.coins.flatMap((c) => c.series.map((s) => ({ coin: c.coin, interval: s.interval })));
+  const stored = coins.coins.flatMap((c) => c.series.map((s) => ({ coin: c.coin, interval: s.interval, count: s.count })));
   view.append(h('h1', null, 'Launch'));
   if (!stored.length) {
     view.append(section(null, h('p', null, 'No candles stored yet: import some first (`squall import FILE`).')));

@@ -3,7 +3,7 @@
 
 import { api, seg, url } from './api.js';
 import { chartBox, compareSpec, draw } from './charts.js';
-import { formatMetric, metricFormatter, orderMetrics } from './metrics.js';
+import { formatMetric, metricFormatter, metricLabel, orderMetrics } from './metrics.js';
 import {
   ago, badge, clear, duration, errorBox, finite, h, int, num, numCell, pct, progressBar,
   section, table, tile, utc,
@@ -83,14 +83,14 @@ export async function viewRuns(view, query, ctx) {
         h('td', null, r.strategy || '—'),
         h('td', null, utc(r.created_at_unix)),
         numCell(r.duration_s, duration),
-        h('td', { class: 'metrics' }, headline(r)),
+        h('td', { class: 'metrics grow' }, headline(r)),
         h('td', { class: 'wrap' }, r.error ? h('span', { class: 'muted' }, r.error.slice(0, 120)) : report));
     });
     const prev = offset > 0 ? h('a', { href: pageHash(filters, Math.max(0, offset - PAGE)) }, '← newer') : '';
     const next = page.next_offset !== null ? h('a', { href: pageHash(filters, page.next_offset) }, 'older →') : '';
     clear(body,
       page.runs.length ? table([['', false, 'narrow'], 'run', 'kind', 'status', 'series', 'strategy', 'created (UTC)',
-        ['took', true], 'key metrics', ''], rows, { id: 'runs-table', dataset: { total: page.total } })
+        ['took', true], ['key metrics', false, 'grow'], ''], rows, { id: 'runs-table', dataset: { total: page.total } })
         : h('p', { class: 'muted' }, 'No run matches. Launch one from the Launch tab.'),
       h('div', { class: 'pager' }, prev, h('span', { class: 'muted', id: 'runs-count' },
         `${int(page.runs.length ? offset + 1 : 0)}–${int(offset + page.runs.length)} of ${int(page.total)}`), next));
@@ -167,9 +167,10 @@ export async function viewRun(view, runId, ctx) {
     clear(head, h('div', { class: 'tiles' },
       tile('Status', badge(r.status), r.error || (r.cancel_requested && active ? 'cancel requested' : ''), 'status'),
       tile('Series', [r.coin, r.interval].filter(Boolean).join(' ') || '—', r.strategy || ''),
-      tile('Created', utc(r.created_at_unix), r.finished_at_unix ? `finished ${utc(r.finished_at_unix)}` : ''),
-      tile('Took', duration(r.duration_s), r.heartbeat_at_unix && active ? `heartbeat ${ago(Date.now() / 1000 - r.heartbeat_at_unix)}` : ''),
-      tile('Worker', r.worker || '—')),
+      tile('Created (UTC)', utc(r.created_at_unix), r.finished_at_unix ? `finished ${utc(r.finished_at_unix)}` : '', null, null, 'small'),
+      tile(active ? 'Running for' : 'Took', active && r.started_at_unix ? duration(Date.now() / 1000 - r.started_at_unix)
+        : duration(r.duration_s), r.heartbeat_at_unix && active ? `heartbeat ${ago(Date.now() / 1000 - r.heartbeat_at_unix)}` : ''),
+      tile('Worker', r.worker || '—', 'node / process', null, null, 'small')),
     h('div', { id: 'run-progress' }, h('h2', null, 'Progress'), r.progress ? progressBar(r.progress, true)
       : h('p', { class: 'muted progress', dataset: { done: -1, total: -1 } }, 'no progress recorded')),
     h('div', { class: 'row' }, cancel,
@@ -180,7 +181,7 @@ export async function viewRun(view, runId, ctx) {
       const m = r.metrics || {};
       const shown = orderMetrics(Object.keys(m).filter((k) => finite(m[k]) && !k.endsWith('_ts'))).slice(0, 12);
       result.append(section('Metrics', h('div', { class: 'tiles', id: 'run-metrics' },
-        shown.map((k) => tile(k.replace(/_/g, ' '), formatMetric(k, m[k]), '', k, m[k])))));
+        shown.map((k) => tile(metricLabel(k), formatMetric(k, m[k]), '', k, m[k])))));
       if (WITH_REPORT.has(r.kind)) {
         const src = url(`/runs/${seg(runId)}/report`);
         const frame = h('iframe', { class: 'report', id: 'run-report', src, title: `report of run ${r.run_id}` });
