@@ -82,6 +82,7 @@ class Platform:
     process: subprocess.Popen[bytes]
     log: Path
     ports: list[int]
+    database_url: str
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -148,7 +149,7 @@ def squall_up(
             start_new_session=True,
         )
     base = f"http://127.0.0.1:{api_port}"
-    platform = Platform(base, proc, log, ports)
+    platform = Platform(base, proc, log, ports, database_url)
     try:
         deadline = time.monotonic() + ready_s
         while True:

@@ -264,3 +264,29 @@ def test_a_running_simulation_is_cancelled_from_its_page(site: Site) -> None:
     assert page.locator("#cancel-run").count() == 0
     site.check_clean(page)
     page.close()
+
+
+def test_what_the_api_returns_is_shown_as_text_never_as_markup(
+    site: Site, platform: Platform
+) -> None:
+    from serve_app.services.runs import start_run
+    from storage.engine import make_engine, session_factory, transaction
+    from storage.runs import RunRepository
+
+    engine = make_engine(platform.database_url)
+    sessions = session_factory(engine)
+    hostile = "<img src=x onerror=window.pwned=1>"
+    run_id, _ = start_run(sessions, "backtest", {"x": 1}, status="running", strategy=hostile)
+    with transaction(sessions) as session:
+        RunRepository(session).update(
+            run_id, status="failed", error="<script>window.pwned=2</script> boom"
+        )
+    engine.dispose()
+    for route in ("runs?status=failed", f"run/{run_id}"):
+        page = site.open(route)
+        assert page.evaluate("document.querySelectorAll('main img, main script').length") == 0
+        assert page.evaluate("window.pwned === undefined")
+        text = page.inner_text("main")
+        assert hostile in text and "<script>window.pwned=2</script> boom" in text
+        site.check_clean(page)
+        page.close()
