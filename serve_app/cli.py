@@ -49,6 +49,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 # -------------------------------------------------------------------------------- import
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from ingestion.fileimport import infer_coin_interval, parse_candle_file
+    from serve_app.progress_cli import Steps
     from storage import migrate
     from storage.engine import make_engine, session_factory
 
@@ -58,6 +59,9 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     sessions = session_factory(engine)
     reports: list[dict[str, Any]] = []
     failed = False
+    many = len(args.files) > 1  # off a terminal, one file needs no line beside its summary
+    steps = Steps("import", total=len(args.files), unit="files", quiet=args.quiet, lines=many)
+    steps.start()
     try:
         for name in args.files:
             path = Path(name)
@@ -105,8 +109,11 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                     report.update(status="refused: nothing written", error=str(exc))
                     failed = True
             reports.append(report)
+            rows = f"{path.name}: {parsed.rows_read} rows, {report.get('inserted', 0)} inserted"
+            steps.advance(1, info=rows)
     finally:
         engine.dispose()
+        steps.close()
     if args.json:
         _print_json(reports)
     else:
@@ -262,12 +269,26 @@ def parse_time(text: str) -> int:
     return int(parsed.timestamp())
 
 
+def _range_bars(args: argparse.Namespace, series: list[tuple[str, str]]) -> int | None:
+    """Bars a backfill asks for (the bar's total); None for gap repair (counted as it goes)."""
+    from storage.intervals import interval_seconds
+
+    if getattr(args, "start", None) is None or len(series) != 1:
+        return None
+    import time
+
+    span = min(parse_time(args.end), int(time.time())) - parse_time(args.start)
+    return max(0, span // interval_seconds(series[0][1]) + 1)
+
+
 def _repair(args: argparse.Namespace, settings: Settings, series: list[tuple[str, str]]) -> int:
     from ingestion.backfill import backfill, fix_gaps
     from ingestion.config import build_provider
+    from serve_app.progress_cli import PagedProvider, Steps
     from serve_app.settings import ingest_config
     from storage import migrate
     from storage.engine import make_engine, session_factory
+    from storage.intervals import interval_seconds
     from storage.series import is_exchange
 
     migrate.upgrade(settings.database_url)
@@ -276,12 +297,16 @@ def _repair(args: argparse.Namespace, settings: Settings, series: list[tuple[str
     sessions = session_factory(engine)
     reports = []
     refused: list[dict[str, str]] = []
+    label = "backfill" if getattr(args, "start", None) else "gaps --fix"
+    steps = Steps(label, unit="bars", total=_range_bars(args, series), quiet=args.quiet)
+    steps.start()
     try:
         for coin, interval in series:
+            paged = PagedProvider(provider, steps, interval_seconds(interval))
             try:
                 if getattr(args, "start", None) is not None:
                     report = backfill(
-                        provider,
+                        paged,
                         sessions,
                         coin,
                         interval,
@@ -290,13 +315,14 @@ def _repair(args: argparse.Namespace, settings: Settings, series: list[tuple[str
                         replace_source=args.replace_source,
                     )
                 else:
-                    report = fix_gaps(provider, sessions, coin, interval)
+                    report = fix_gaps(paged, sessions, coin, interval)
             except SourceConflictError as exc:  # refused before anything was written
                 print(f"squall: {exc}", file=sys.stderr)
                 refused.append({"coin": coin, "interval": interval, "error": str(exc)})
                 continue
             reports.append(report)
     finally:
+        steps.close()
         provider.close()
         engine.dispose()
     status = 1 if refused else 0
@@ -350,10 +376,14 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
+    from serve_app.progress_cli import Steps
     from serve_app.services.feature_build import build
 
     coins = [c.upper() for c in args.coin] if args.coin else None
-    summary = build(settings, coins, args.interval, full=args.full)
+    with Steps("features build", unit="blocks", quiet=args.quiet) as steps:
+        summary = build(
+            settings, coins, args.interval, full=args.full, on_progress=steps.on_progress
+        )
     if args.json:
         _print_json(summary)
     else:
@@ -392,6 +422,8 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from serve_app.progress_cli import add_quiet
+
     parser = argparse.ArgumentParser(prog="squall", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -418,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--strict", action="store_true", help="write nothing if any row is rejected")
     imp.add_argument("--replace-source", action="store_true", help=_REPLACE_HELP)
     imp.add_argument("--json", action="store_true", help="machine-readable summary")
+    add_quiet(imp)
     imp.set_defaults(func=cmd_import)
 
     gaps = sub.add_parser("gaps", help="report missing candles per stored series")
@@ -427,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     gaps.add_argument(
         "--fix", action="store_true", help="fetch the missing ranges from the data source"
     )
+    add_quiet(gaps)
     gaps.set_defaults(func=cmd_gaps)
 
     fill = sub.add_parser("backfill", help="fetch a time range of one series from the source")
@@ -436,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--end", required=True, help="unix seconds or ISO-8601 (UTC)")
     fill.add_argument("--replace-source", action="store_true", help=_REPLACE_HELP)
     fill.add_argument("--json", action="store_true")
+    add_quiet(fill)
     fill.set_defaults(func=cmd_backfill)
 
     feats = sub.add_parser("features", help="the feature store")
@@ -445,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     fbuild.add_argument("--interval", action="append", help="repeatable")
     fbuild.add_argument("--full", action="store_true", help="recompute everything")
     fbuild.add_argument("--json", action="store_true")
+    add_quiet(fbuild)
     feats.set_defaults(func=cmd_features)
 
     conf = sub.add_parser("settings", help="every SQUALL_* setting and its value")
@@ -464,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
     from serve_app.cli_research import add_research_parsers
 
     add_research_parsers(sub)
+
+    from serve_app.report_cli import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

@@ -184,6 +184,7 @@ def run_platform(settings: Settings) -> None:
             base = f"http://{settings.api_host}:{settings.api_port}"
             print(f"squall API:    {base}", flush=True)
             print(f"Swagger UI:    {base}/docs", flush=True)
+            print(f"Dashboard:     {base}/ui", flush=True)
             if dashboard:
                 scheme = "" if dashboard.startswith("http") else "http://"
                 print(f"Ray dashboard: {scheme}{dashboard} (token: `ray get-auth-token`)")

@@ -42,6 +42,10 @@ def add_sweep_parser(sub: Any, handler: Callable[[argparse.Namespace, Settings],
     status.add_argument("job", metavar="JOB", help="Ray submission id or registry run id")
     status.add_argument("--address", **address)
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--follow", action="store_true", help="a progress bar until the sweep finishes"
+    )
+    status.add_argument("--quiet", action="store_true", help="--follow without progress output")
 
     logs = actions.add_parser("logs", help="the job's driver log")
     logs.add_argument("job", metavar="JOB")
@@ -105,13 +109,19 @@ def run_sweep_command(args: argparse.Namespace, settings: Settings) -> int:
         print_best(sweeps.results(settings, job_id))
         return 0 if st["status"] == "succeeded" else 1
     if args.action == "status":
-        st = sweeps.status(settings, args.job, address=args.address)
+        if args.follow:
+            from serve_app.progress_cli import follow_run
+
+            poll = lambda: sweeps.status(settings, args.job, address=args.address)  # noqa: E731
+            st = follow_run(poll, f"sweep {args.job}", unit="sets", quiet=args.quiet, every_s=2.0)
+        else:
+            st = sweeps.status(settings, args.job, address=args.address)
         if args.json:
             json.dump(st, sys.stdout, default=str)
             sys.stdout.write("\n")
         else:
             _print_status(st)
-        return 0
+        return 0 if not args.follow or st["status"] == "succeeded" else 1
     if args.action == "logs":
         sys.stdout.write(sweeps.logs(settings, args.job, address=args.address))
         return 0

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("serve_app", "compute", "ingestion", "storage", "migrations")
+PACKAGES = ("serve_app", "compute", "ingestion", "storage", "migrations", "squall")
 ALLOWED = {
+    "squall": set(),  # the Python client talks HTTP only
     "serve_app": {"compute", "ingestion", "storage"},
     "ingestion": {"storage"},
     "migrations": {"storage"},
@@ -187,6 +188,8 @@ EXTRA_PLANTS = [
     ("services", "serve_app/services/bad.py", "from serve_app.api.errors import ApiError\n"),
     ("sql", "ingestion/bad.py", "def f(session):\n    return session.execute(1)\n"),
     ("packages", "compute/bad.py", "import ingestion.jobs\n"),
+    ("packages", "squall/bad.py", "from serve_app.api import create_app\n"),
+    ("packages", "serve_app/bad.py", "from squall.client import Client\n"),
 ]
 
 

@@ -7,7 +7,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from serve_app.api import analytics, backtest, features, health, market, prometheus, risk, runs
+from serve_app.api import (
+    analytics,
+    backtest,
+    features,
+    health,
+    market,
+    prometheus,
+    reports,
+    risk,
+    runs,
+    ui,
+)
 from serve_app.api.deps import app_sessions, app_settings, dispose_engine
 from serve_app.api.errors import install_error_handlers
 from serve_app.api.portfolio import router as portfolio_router
@@ -85,7 +96,8 @@ def create_app(
     app.state.background = background
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, echo_request_id=echo_request_id)
-    for module in (health, prometheus, market, analytics, features, backtest, risk, runs):
+    routers = (health, prometheus, market, analytics, features, backtest, risk, runs, reports, ui)
+    for module in routers:
         app.include_router(module.router)
     app.include_router(strategies_router)
     app.include_router(portfolio_router)

@@ -105,6 +105,25 @@ def check(
     return body  # type: ignore[no-any-return]
 
 
+def check_media(
+    client: TestClient,
+    doc: dict[str, Any],
+    method: str,
+    template: str,
+    url: str,
+    media: str,
+    **kwargs: Any,
+) -> bytes:
+    """A non-JSON route: 200 with the media type the document declares for it."""
+    response = client.request(method, url, **kwargs)
+    assert response.status_code == 200, f"{method} {url}: {response.text[:500]}"
+    assert response.headers["content-type"].split(";")[0] == media, response.headers
+    declared = doc["paths"][template][method.lower()]["responses"]["200"]["content"]
+    assert list(declared) == [media], f"{method} {template} declares {list(declared)}"
+    CALLED.add((method.lower(), template))
+    return response.content
+
+
 CALLED: set[tuple[str, str]] = set()
 BT = {"coin": "BTC", "interval": "1d", "strategy": "ema_cross", "params": {"fast": 12}}
 WF = {**BT, "grid": {"fast": [5, 10], "slow": [30, 60]}, "train_bars": 730, "test_bars": 180}
@@ -138,7 +157,7 @@ def test_every_json_route_answers_what_the_document_declares(client: TestClient)
     c("GET", "/features", "/features?coin=BTC&interval=1d&limit=20")
     run = c("POST", "/backtest/run", json=BT)
     other = c("POST", "/backtest/run", json={**BT, "params": {"fast": 20}})
-    c("POST", "/backtest/walkforward", json=WF)
+    walk = c("POST", "/backtest/walkforward", json=WF)
     queued = c("POST", "/backtest/walkforward", json={**WF, "mode": "async"}, status=202)
     c("POST", "/backtest/run", json={**BT, "mode": "async"}, status=202)
     c("GET", "/backtest/runs", "/backtest/runs?limit=5")
@@ -168,6 +187,27 @@ def test_every_json_route_answers_what_the_document_declares(client: TestClient)
         time.sleep(0.2)
     # a finished run cannot be cancelled: 409 with the error body the document declares
     c("DELETE", "/runs/{run_id}", f"/runs/{queued['run_id']}", status=409)
+    m = lambda *a, **k: check_media(client, doc, *a, **k)  # noqa: E731
+    html = "text/html"
+    m("GET", "/backtest/runs/{run_id}/report", f"/backtest/runs/{run['run_id']}/report", html)
+    m("GET", "/backtest/runs/{run_id}/report", f"/backtest/runs/{walk['run_id']}/report", html)
+    m("GET", "/risk/simulations/{run_id}/report", f"/risk/simulations/{sim['run_id']}/report", html)
+    m("GET", "/runs/{run_id}/report", f"/runs/{sim['run_id']}/report", html)
+    m("POST", "/risk/report/html", "/risk/report/html", html, json={"coins": ["BTC", "ETH"]})
+    png = m(
+        "GET",
+        "/runs/{run_id}/charts/{name}.png",
+        f"/runs/{run['run_id']}/charts/equity.png",
+        "image/png",
+    )
+    assert png.startswith(b"\x89PNG")
+    svg = m(
+        "GET",
+        "/runs/{run_id}/charts/{name}.svg",
+        f"/runs/{sim['run_id']}/charts/fan.svg",
+        "image/svg+xml",
+    )
+    assert b"<svg" in svg[:500]
     assert client.get("/metrics").status_code == 200  # text/plain: Prometheus' format
     CALLED.add(("get", "/metrics"))
 
@@ -187,6 +227,12 @@ def test_errors_answer_the_declared_error_body(client: TestClient) -> None:
     c("GET", "/runs/{run_id}", "/runs/nope", status=404)
     c("DELETE", "/runs/{run_id}", "/runs/nope", status=404)
     c("POST", "/risk/simulate", json={**SIM, "paths": 10**9}, status=422)
+    c("GET", "/runs/{run_id}/report", "/runs/nope/report", status=404)
+    c("GET", "/runs/{run_id}/charts/{name}.png", "/runs/nope/charts/equity.png", status=404)
+    sim = client.post("/risk/simulate", json=SIM).json()["run_id"]
+    c("GET", "/backtest/runs/{run_id}/report", f"/backtest/runs/{sim}/report", status=422)
+    c("GET", "/runs/{run_id}/charts/{name}.svg", f"/runs/{sim}/charts/nope.svg", status=404)
+    c("POST", "/risk/report/html", json={"coins": ["NOPE"]}, status=404)
 
 
 def test_every_route_is_called(client: TestClient) -> None:
