@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -47,21 +48,32 @@ class FeatureRepository:
 
     # ------------------------------------------------------------------------ sets
     def register_set(self, version: str, spec: str, columns: list[str]) -> None:
-        """Define a feature set once; redefining a version differently is refused."""
+        """Define a feature set once; redefining a version differently is refused.
+
+        Safe under concurrent writers (two series refreshing the same set at once): the row is
+        inserted with ON CONFLICT DO NOTHING and whatever row won is then compared.
+        """
         existing = self.session.get(FeatureSet, version)
-        if existing is not None:
-            if existing.spec != spec or json.loads(existing.columns) != columns:
-                raise DataIntegrityError(
-                    f"feature set {version!r} already exists with spec {existing.spec!r}; "
-                    "choose a new version for a different spec"
-                )
-            return
-        self.session.add(
-            FeatureSet(
-                version=version, spec=spec, columns=json.dumps(columns), created_at=int(time.time())
+        if existing is None:
+            values = {
+                "version": version,
+                "spec": spec,
+                "columns": json.dumps(columns),
+                "created_at": int(time.time()),
+            }
+            if self.session.get_bind().dialect.name == "postgresql":
+                stmt = pg_insert(FeatureSet).values(**values).on_conflict_do_nothing()
+            else:
+                stmt = sqlite_insert(FeatureSet).values(**values).on_conflict_do_nothing()
+            self.session.execute(stmt)
+            existing = self.session.get(FeatureSet, version, populate_existing=True)
+        if existing is None:  # pragma: no cover - the insert above or a concurrent one made it
+            raise DataIntegrityError(f"feature set {version!r} could not be registered")
+        if existing.spec != spec or json.loads(existing.columns) != columns:
+            raise DataIntegrityError(
+                f"feature set {version!r} already exists with spec {existing.spec!r}; "
+                "choose a new version for a different spec"
             )
-        )
-        self.session.flush()
 
     def get_set(self, version: str) -> tuple[str, list[str]] | None:
         found = self.session.get(FeatureSet, version)

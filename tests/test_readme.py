@@ -48,6 +48,7 @@ RUNNABLE_SECTIONS = ("## A quick tour", "## The command line")
 DAY_MS = 86_400_000
 ENV_ONLY = ("export ", "unset ")  # they only set the environment: no answer to check
 WRITES = re.compile(r"[^0-9&>]>\s*(?P<file>[\w./-]+)\s*$")  # stdout redirected to a file
+ASSIGNS = re.compile(r"^(?P<var>[A-Z_][A-Z0-9_]*)=\$\(")  # RUN=$(curl ...): the answer is $RUN
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,12 @@ def test_one_spelling_of_every_command() -> None:
     assert ".venv/bin/squall" not in text and "../shared" not in text
     for block in BLOCKS:
         for cmd in block.commands:
-            first = re.sub(r"^(\w+=\S+ )+", "", cmd).split()[0]  # VAR=value squall ...
+            bare = ASSIGNS.sub("", cmd)  # RUN=$(curl ...) is checked as the curl it runs
+            first = re.sub(r"^(\w+=\S+ )+", "", bare).split()[0]  # VAR=value squall ...
             assert first in {"squall", "curl", "export", "unset", "echo", "make", "ray",
                              "serve", "."}, cmd  # fmt: skip
             if first == "curl":
-                assert cmd.startswith("curl -sf"), f"an HTTP error must fail: {cmd}"
+                assert bare.startswith("curl -sf"), f"an HTTP error must fail: {cmd}"
 
 
 def test_no_example_asks_outside_the_default_setup() -> None:
@@ -316,6 +318,9 @@ def _script(block: Block, port: int, out: Path) -> str:
     parts = []
     for k, command in enumerate(block.commands):
         cmd = command.replace("localhost:8000", f"localhost:{port}")
+        assigned = ASSIGNS.match(cmd)
+        if assigned:  # the value it set is its answer (empty when the command inside failed)
+            cmd += '\nprintf "%s\\n" "$' + assigned["var"] + '"'
         parts.append(f"{{ {cmd}\n}} > {out}/{k}.out 2> {out}/{k}.err; echo $? > {out}/{k}.rc")
     return "\n".join(parts) + "\n"
 

@@ -24,7 +24,10 @@ def upgrade() -> None:
                 sa.BigInteger(),
                 server_default="0",
                 nullable=False,
-                comment="bumped in the transaction of every write that changes the series' candles",
+                comment=(
+                    "renewed (a random 62-bit value) by every write that changes the series' "
+                    "candles"
+                ),
             )
         )
 

@@ -368,4 +368,4 @@ def test_rerun_of_a_simulation_says_what_can_be_rerun(
                    "--strategy", "buy_and_hold", "--end", END, "--paths", "1000",
                    "--horizon", "30", "--quiet")  # fmt: skip
     code, _, err = cli(capsys, settings, "backtest", "rerun", sim["run_id"])
-    assert code == 1 and "only backtest runs can be re-run" in err
+    assert code == 1 and "only backtest and portfolio runs can be re-run" in err

@@ -11,6 +11,7 @@ from storage.engine import transaction
 from storage.errors import DataIntegrityError
 from storage.features import FeatureRepository, FeatureRows
 from storage.fingerprint import prefix_fingerprints, series_fingerprint
+from storage.models import FeatureSet
 
 
 def bars(n: int) -> pd.DataFrame:
@@ -75,3 +76,27 @@ def test_a_version_cannot_be_redefined(sessions: sessionmaker[Session]) -> None:
         FeatureRepository(s).register_set("v1", "ema:20", ["ema_20"])  # same: fine
     with pytest.raises(DataIntegrityError, match="new version"), transaction(sessions) as s:
         FeatureRepository(s).register_set("v1", "ema:50", ["ema_50"])
+
+
+def test_two_writers_registering_one_set_both_succeed(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two series refreshing the same feature set at once (BTC:1d and ETH:1d): the late writer
+    looked before the early one committed, and must neither fail nor redefine the set."""
+    with transaction(sessions) as early:
+        FeatureRepository(early).register_set("v1:1d", "sma:20", ["sma_20"])
+    with transaction(sessions) as late:
+        real_get = late.get
+        looks: list[str] = []
+
+        def looked_too_early(entity: object, key: object, **kw: object) -> object:
+            looks.append(str(key))
+            return None if len(looks) == 1 else real_get(entity, key, **kw)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(late, "get", looked_too_early)
+        FeatureRepository(late).register_set("v1:1d", "sma:20", ["sma_20"])  # no IntegrityError
+        monkeypatch.setattr(late, "get", real_get)
+        with pytest.raises(DataIntegrityError, match="already exists"):
+            FeatureRepository(late).register_set("v1:1d", "ema:20", ["ema_20"])
+    with sessions() as s:
+        assert s.query(FeatureSet).count() == 1
