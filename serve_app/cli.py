@@ -371,8 +371,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         overrides["api_host"] = args.host
     if args.port:
         overrides["api_port"] = args.port
-    run_platform(settings.model_copy(update=overrides) if overrides else settings)
-    return 0
+    return run_platform(settings.model_copy(update=overrides) if overrides else settings)
 
 
 def cmd_features(args: argparse.Namespace, settings: Settings) -> int:

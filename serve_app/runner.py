@@ -9,15 +9,18 @@ A joined cluster keeps whatever its ``ray start`` environment said (export them 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.engine import make_url
 
 from ingestion.supervisor import NAMESPACE, SUPERVISOR_NAME
+from serve_app import instance
 from serve_app.ingest import ensure_supervisor, stop_supervisor
 from serve_app.settings import Settings
 from storage.engine import is_sqlite
@@ -86,33 +89,40 @@ def replica_settings(settings: Settings) -> dict[str, Any]:
     return values
 
 
-def _init_ray(settings: Settings) -> str | None:
-    """Join ``settings.ray_address`` or start a local Ray; returns the dashboard URL if any."""
+def _init_ray(settings: Settings) -> tuple[str | None, Any]:
+    """Join ``settings.ray_address`` or start a local Ray; returns the dashboard URL if any
+    and Ray's context."""
     import ray
 
     if settings.ray_address:
         context = ray.init(address=settings.ray_address)
-        return getattr(context, "dashboard_url", None) or None
+        return getattr(context, "dashboard_url", None) or None, context
+    extra: dict[str, Any] = {}
+    if settings.metrics_export_port is not None:
+        extra["_metrics_export_port"] = settings.metrics_export_port
     try:
         context = ray.init(
             include_dashboard=True,
             dashboard_host="127.0.0.1",
             dashboard_port=settings.dashboard_port,
+            **extra,
         )
-    except Exception as exc:  # missing dashboard deps, port taken ...: serve without it
+    except Exception as exc:  # missing dashboard deps ...: serve without it
         print(f"Ray dashboard could not start ({exc.__class__.__name__}: {exc}); continuing")
         ray.shutdown()
-        context = ray.init(include_dashboard=False)
-        return None
+        context = ray.init(include_dashboard=False, **extra)
+        return None, context
     url = getattr(context, "dashboard_url", None)
-    return url or None
+    return url or None, context
 
 
 class _StopSignal:
-    """SIGINT/SIGTERM set an event (installed before start-up so an early Ctrl-C is kept)."""
+    """SIGINT/SIGTERM set an event (installed before start-up so an early Ctrl-C is kept); a
+    second one while stopping sets ``force``."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.force = threading.Event()
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopSignal:
@@ -126,25 +136,110 @@ class _StopSignal:
             self._previous.setdefault(sig, previous)
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        print(f"\nreceived {signal.Signals(signum).name}, shutting down ...", flush=True)
+        name = signal.Signals(signum).name
+        if self.event.is_set():
+            print(f"\nreceived {name} again, ending now", flush=True)
+            self.force.set()
+            return
+        print(f"\nreceived {name}, shutting down ...", flush=True)
         self.event.set()
 
-    def wait(self) -> None:
-        while not self.event.wait(1.0):
-            pass
+    def wait(self, watch: ClusterWatch | None = None, period_s: float = 2.0) -> str | None:
+        """Block until a signal (returns None) or until ``watch`` finds the cluster gone
+        (returns why)."""
+        failures = 0
+        while not self.event.wait(period_s):
+            reason = watch.check() if watch is not None else None
+            failures = failures + 1 if reason else 0
+            if failures >= 2:
+                return reason
+        return None
 
     def __exit__(self, *_exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
-def run_platform(settings: Settings) -> None:
-    """Start or join Ray, migrate the database, serve the API, block until Ctrl-C/SIGTERM."""
+class ClusterWatch:
+    """A cheap check that the Ray cluster under ``squall up`` is still there: the GCS accepts a
+    TCP connection, and (for a cluster this process started) its GCS server and raylet still
+    run."""
+
+    def __init__(self, gcs_address: str | None, local: bool) -> None:
+        self.gcs_address = gcs_address
+        self.processes: list[tuple[int, int | None, str]] = []
+        if local:
+            for pid in instance.descendants(os.getpid()):
+                args = instance.cmdline(pid)
+                name = Path(args[0]).name if args else ""
+                if name in ("gcs_server", "raylet"):
+                    self.processes.append((pid, instance.start_time(pid), name))
+
+    def check(self) -> str | None:
+        """None while the cluster is there, else one line saying what is gone."""
+        for pid, started, name in self.processes:
+            if not instance.alive(pid) or instance.start_time(pid) != started:
+                return f"its {name} (pid {pid}) has exited"
+        if self.gcs_address:
+            host, _, port = self.gcs_address.rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0):
+                    pass
+            except OSError as exc:
+                return f"its GCS at {self.gcs_address} does not answer ({exc.__class__.__name__})"
+        return None
+
+
+def _session_dir(context: Any) -> str | None:
+    info = getattr(context, "address_info", None) or {}
+    value = info.get("session_dir") if isinstance(info, dict) else None
+    return str(value) if value else None
+
+
+def _end_leftovers(settings: Settings) -> None:
+    """End what this process started and what runs for this instance (its HAProxy)."""
+    left = instance.descendants(os.getpid())
+    left += [pid for pid, _ in instance.stale_processes(
+        instance.haproxy_config_dir(settings, os.environ), None
+    )]  # fmt: skip
+    if left:
+        instance.end_processes(left, grace_s=2.0)
+
+
+def _exit_now(settings: Settings, code: int) -> NoReturn:
+    """End what is left of ours, then the process, with ``code`` (no cleanup that waits)."""
+    with contextlib.suppress(Exception):
+        _end_leftovers(settings)
+    with contextlib.suppress(Exception):
+        instance.remove_pid_file(instance.instance_dir(settings))
+    print("stopped", flush=True)
+    os._exit(code)
+
+
+def _watchdog(stop: _StopSignal, settings: Settings, timeout_s: float) -> None:
+    """End the process (status 1) if stopping takes longer than ``timeout_s`` or a second
+    signal comes."""
+
+    def run() -> None:
+        if not stop.force.wait(timeout_s):
+            print(f"stopping took over {timeout_s:g} s; ending what is left", flush=True)
+        _exit_now(settings, 1)
+
+    threading.Thread(target=run, name="squall-stop-watchdog", daemon=True).start()
+
+
+def run_platform(settings: Settings) -> int:
+    """Start or join Ray, migrate the database, serve the API, block until Ctrl-C/SIGTERM or
+    until the Ray cluster is gone; returns the exit status (3: the cluster went away)."""
     joined = bool(settings.ray_address)
+    folder = instance.instance_dir(settings)
     if joined:
         print(f"joining Ray at {settings.ray_address}; its Serve env is as `ray start` set it")
     else:
+        for line in instance.prepare(settings, os.environ):  # before Ray: ports, leftovers
+            print(line, flush=True)
         effective = apply_serve_env()  # before Ray starts: its Serve processes read them
+        effective.update(instance.instance_env(settings, os.environ))
         print(f"Ray Serve settings: {effective}", flush=True)
     with _StopSignal() as stop:
         print(f"database: {settings.database_url_redacted}; migrating to head ...", flush=True)
@@ -155,9 +250,13 @@ def run_platform(settings: Settings) -> None:
 
         from serve_app.deployment import SquallAPI
 
-        dashboard = _init_ray(settings)
+        dashboard, context = _init_ray(settings)
         stop.install()
+        if not joined:
+            instance.write_pid_file(folder, ray_session_dir=_session_dir(context))
+        gone: str | None = None
         try:
+            watch = ClusterWatch(ray.get_runtime_context().gcs_address, local=not joined)
             serve.start(http_options={"host": settings.api_host, "port": settings.api_port})
             options = deployment_options(serve_config_path())
             if "autoscaling_config" not in options:  # Serve rejects both at once
@@ -191,22 +290,38 @@ def run_platform(settings: Settings) -> None:
             else:
                 print("Ray dashboard: not running")
             print("Ctrl-C to stop", flush=True)
-            stop.wait()
+            gone = stop.wait(watch, settings.cluster_check_s)
         finally:
-            try:
-                if settings.ingest_enabled:
-                    try:  # writes in flight finish before anything else stops
-                        stop_supervisor()
-                        print("ingestion stopped", flush=True)
-                    except Exception as exc:
-                        print(f"ingestion stop failed: {exc}", flush=True)
-                if joined:
-                    serve.delete(APP_NAME)  # leave the shared cluster's other apps alone
-                else:
-                    from serve_app.execution.workers import stop_workers
-
-                    stop_workers()
-                    serve.shutdown()
-            finally:
-                ray.shutdown()
+            if gone is not None:
+                # Ray's own shutdown would wait on the dead cluster: end what is ours, exit
+                print(f"squall up: the Ray cluster is gone ({gone}); exiting", flush=True)
+                _exit_now(settings, 3)
+            else:
+                _watchdog(stop, settings, settings.stop_timeout_s)
+                _orderly_stop(settings, joined)
+            instance.remove_pid_file(folder)
             print("stopped", flush=True)
+    return 0
+
+
+def _orderly_stop(settings: Settings, joined: bool) -> None:
+    """Ingestion first (its writes in flight finish), then Serve, then a Ray we started."""
+    import ray
+    from ray import serve
+
+    try:
+        if settings.ingest_enabled:
+            try:
+                stop_supervisor()
+                print("ingestion stopped", flush=True)
+            except Exception as exc:
+                print(f"ingestion stop failed: {exc}", flush=True)
+        if joined:
+            serve.delete(APP_NAME)  # leave the shared cluster's other apps alone
+        else:
+            from serve_app.execution.workers import stop_workers
+
+            stop_workers()
+            serve.shutdown()
+    finally:
+        ray.shutdown()

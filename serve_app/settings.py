@@ -43,6 +43,82 @@ class Settings(BaseSettings):
         None, description="Ray cluster to join (e.g. 'auto'); unset starts a local one"
     )
     dashboard_port: int = Field(8265, ge=1, le=65535, description="Ray dashboard port")
+    haproxy_stats_port: int = Field(
+        8404,
+        ge=1,
+        le=65535,
+        description="port of the stats page of Ray Serve's HAProxy (binds every address; "
+        "sets RAY_SERVE_HAPROXY_STATS_PORT)",
+    )
+    haproxy_metrics_port: int = Field(
+        9101,
+        ge=1,
+        le=65535,
+        description="port of the Prometheus metrics of Ray Serve's HAProxy (binds every "
+        "address; sets RAY_SERVE_HAPROXY_METRICS_PORT)",
+    )
+    serve_fallback_http_port: int = Field(
+        8500,
+        ge=1,
+        le=65535,
+        description="HTTP port of Ray Serve's fallback proxy behind HAProxy (sets "
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT)",
+    )
+    serve_fallback_grpc_port: int = Field(
+        9500,
+        ge=1,
+        le=65535,
+        description="gRPC port of Ray Serve's fallback proxy behind HAProxy (sets "
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT)",
+    )
+    replica_http_ports: str = Field(
+        "30000-31000",
+        pattern=r"^\d{1,5}-\d{1,5}$",
+        description="LOW-HIGH range the API replicas take their HTTP ports from, one each "
+        "(sets RAY_SERVE_DIRECT_INGRESS_MIN/MAX_HTTP_PORT); two instances on one host need "
+        "ranges that do not overlap",
+    )
+    replica_grpc_ports: str = Field(
+        "40000-41000",
+        pattern=r"^\d{1,5}-\d{1,5}$",
+        description="LOW-HIGH range the API replicas take their gRPC ports from (sets "
+        "RAY_SERVE_DIRECT_INGRESS_MIN/MAX_GRPC_PORT)",
+    )
+    metrics_export_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="port of the Prometheus endpoint of the local Ray node (Serve's metrics "
+        "and the ingestion counters); unset: a free port Ray picks",
+    )
+    ray_gcs_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="port of the local Ray cluster's GCS (its address); unset: a free port "
+        "Ray picks",
+    )
+    state_dir: str = Field(
+        "./var/run",
+        description="folder of what a running `squall up` keeps about itself (pid file, "
+        "HAProxy config), one subfolder per API port; a start finds there what an earlier "
+        "run left and ends it",
+    )
+    cluster_check_s: float = Field(
+        2.0,
+        gt=0,
+        le=300,
+        description="seconds between `squall up`'s checks that its Ray cluster is alive; "
+        "it exits with status 3 after two failed checks in a row",
+    )
+    stop_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="seconds `squall up` waits for an orderly stop (ingestion, Serve, Ray) "
+        "after Ctrl-C or SIGTERM before it ends what is left and exits; a second Ctrl-C "
+        "ends it at once",
+    )
     ray_jobs_address: str | None = Field(
         None,
         description="Ray job submission address (http://head:8265) that `squall sweep` uses; "
@@ -195,6 +271,14 @@ class Settings(BaseSettings):
         unknown = [i for i in value if i not in INTERVAL_SECONDS]
         if unknown:
             raise ValueError(f"unknown intervals {unknown}; valid: {', '.join(INTERVAL_SECONDS)}")
+        return value
+
+    @field_validator("replica_http_ports", "replica_grpc_ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        low, high = (int(part) for part in value.split("-"))
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"{value!r} is not a port range LOW-HIGH with 1 <= LOW <= HIGH")
         return value
 
     @property
