@@ -306,6 +306,30 @@ def remove_pid_file(folder: Path) -> None:
             (folder / PID_FILE).unlink()
 
 
+def process_list(pids: Iterable[int]) -> list[list[object]]:
+    """``[pid, start time, name]`` of each running pid (what the pid file records)."""
+    out: list[list[object]] = []
+    for pid in pids:
+        args = cmdline(pid)
+        if args and alive(pid):
+            out.append([pid, start_time(pid), Path(args[0].split()[0]).name])
+    return out
+
+
+def recorded_processes(data: Mapping[str, object]) -> list[tuple[int, str]]:
+    """The processes the pid file records that still run as the same process (pid and start
+    time both match: a reused pid is never taken for ours)."""
+    found: list[tuple[int, str]] = []
+    entries = data.get("processes")
+    for entry in entries if isinstance(entries, list) else []:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int)):
+            continue
+        pid, started, name = entry
+        if pid != os.getpid() and alive(pid) and start_time(pid) == started:
+            found.append((pid, str(name)))
+    return found
+
+
 def _running_owner(data: Mapping[str, object]) -> int | None:
     pid = data.get("pid")
     if not isinstance(pid, int) or pid == os.getpid() or not alive(pid):
@@ -331,6 +355,7 @@ def prepare(settings: Settings, env: Mapping[str, str]) -> list[str]:
     found = stale_processes(
         haproxy_config_dir(settings, env), session if isinstance(session, str) else None
     )
+    found += [p for p in recorded_processes(data) if p[0] not in {pid for pid, _ in found}]
     if found:
         end_processes(pid for pid, _ in found)
         lines.append(f"ended what an earlier run left: {_describe(found)}")
@@ -388,3 +413,50 @@ def instance_env(settings: Settings, env: MutableMapping[str, str]) -> dict[str,
         values["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(haproxy_launcher(folder, binary))
     env.update(values)
     return values
+
+
+# ------------------------------------------------------------------------------ the guard
+def start_guard(folder: Path, config_dir: Path) -> int | None:
+    """A small child that ends what the pid file records, and this instance's HAProxy, when
+    ``squall up`` dies without stopping (SIGKILL, a crash): it gets the parent-death signal.
+    Returns its pid (Linux only; elsewhere the next start ends the leftovers)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import subprocess
+
+    guard = subprocess.Popen(
+        [sys.executable, "-m", "serve_app.instance", "guard", str(folder), str(config_dir)],
+        stdin=subprocess.DEVNULL,
+        start_new_session=False,
+    )
+    return guard.pid
+
+
+def _guard(folder: Path, config_dir: Path) -> None:
+    import ctypes
+
+    parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    def on_term(_signum: int, _frame: object) -> None:
+        if os.getppid() != parent:  # the parent died: end what it left
+            data = read_pid_file(folder)
+            if data.get("pid") == parent:
+                found = stale_processes(config_dir, None) + recorded_processes(data)
+                end_processes({pid for pid, _ in found if pid != os.getpid()})
+                with contextlib.suppress(OSError):
+                    (folder / PID_FILE).unlink()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    if os.getppid() != parent:
+        on_term(signal.SIGTERM, None)
+    while True:
+        signal.pause()
+
+
+if __name__ == "__main__":  # python -m serve_app.instance guard FOLDER CONFIG_DIR
+    if len(sys.argv) == 4 and sys.argv[1] == "guard":
+        _guard(Path(sys.argv[2]), Path(sys.argv[3]))

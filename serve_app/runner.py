@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -144,16 +145,9 @@ class _StopSignal:
         print(f"\nreceived {name}, shutting down ...", flush=True)
         self.event.set()
 
-    def wait(self, watch: ClusterWatch | None = None, period_s: float = 2.0) -> str | None:
-        """Block until a signal (returns None) or until ``watch`` finds the cluster gone
-        (returns why)."""
-        failures = 0
-        while not self.event.wait(period_s):
-            reason = watch.check() if watch is not None else None
-            failures = failures + 1 if reason else 0
-            if failures >= 2:
-                return reason
-        return None
+    def wait(self) -> None:
+        while not self.event.wait(1.0):
+            pass
 
     def __exit__(self, *_exc: object) -> None:
         for sig, handler in self._previous.items():
@@ -175,8 +169,29 @@ class ClusterWatch:
                 if name in ("gcs_server", "raylet"):
                     self.processes.append((pid, instance.start_time(pid), name))
 
+    record: Callable[[], None] | None = None  # called at every check (the pid file)
+
+    def start(self, stop: _StopSignal, period_s: float, on_gone: Callable[[str], None]) -> None:
+        """Check every ``period_s`` in a thread, from start-up on (a call into a dead cluster
+        would block the main thread); two failed checks in a row call ``on_gone`` with the
+        reason. Checking ends once a stop begins (stopping takes the cluster down)."""
+
+        def run() -> None:
+            failures = 0
+            while not stop.event.wait(period_s):
+                reason = self.check()
+                failures = failures + 1 if reason else 0
+                if reason and failures >= 2 and not stop.event.is_set():
+                    on_gone(reason)
+                    return
+
+        threading.Thread(target=run, name="squall-cluster-watch", daemon=True).start()
+
     def check(self) -> str | None:
         """None while the cluster is there, else one line saying what is gone."""
+        if self.record is not None:
+            with contextlib.suppress(OSError):
+                self.record()
         for pid, started, name in self.processes:
             if not instance.alive(pid) or instance.start_time(pid) != started:
                 return f"its {name} (pid {pid}) has exited"
@@ -252,11 +267,23 @@ def run_platform(settings: Settings) -> int:
 
         dashboard, context = _init_ray(settings)
         stop.install()
+        session = _session_dir(context)
+        guard: int | None = None
         if not joined:
-            instance.write_pid_file(folder, ray_session_dir=_session_dir(context))
-        gone: str | None = None
+            instance.write_pid_file(folder, ray_session_dir=session)
+            guard = instance.start_guard(folder, instance.haproxy_config_dir(settings, os.environ))
         try:
             watch = ClusterWatch(ray.get_runtime_context().gcs_address, local=not joined)
+            if not joined:  # the pid file records what this run started, for a later start
+                watch.record = lambda: instance.write_pid_file(
+                    folder,
+                    ray_session_dir=session,
+                    processes=instance.process_list(
+                        p for p in instance.descendants(os.getpid()) if p != guard
+                    ),
+                )
+                watch.record()
+            watch.start(stop, settings.cluster_check_s, lambda why: _cluster_gone(settings, why))
             serve.start(http_options={"host": settings.api_host, "port": settings.api_port})
             options = deployment_options(serve_config_path())
             if "autoscaling_config" not in options:  # Serve rejects both at once
@@ -290,18 +317,20 @@ def run_platform(settings: Settings) -> int:
             else:
                 print("Ray dashboard: not running")
             print("Ctrl-C to stop", flush=True)
-            gone = stop.wait(watch, settings.cluster_check_s)
+            stop.wait()
         finally:
-            if gone is not None:
-                # Ray's own shutdown would wait on the dead cluster: end what is ours, exit
-                print(f"squall up: the Ray cluster is gone ({gone}); exiting", flush=True)
-                _exit_now(settings, 3)
-            else:
-                _watchdog(stop, settings, settings.stop_timeout_s)
-                _orderly_stop(settings, joined)
+            _watchdog(stop, settings, settings.stop_timeout_s)
+            _orderly_stop(settings, joined)
             instance.remove_pid_file(folder)
             print("stopped", flush=True)
     return 0
+
+
+def _cluster_gone(settings: Settings, reason: str) -> None:
+    """The cluster under us is gone: Ray's own shutdown would wait on it, so end what is ours
+    and exit with status 3."""
+    print(f"squall up: the Ray cluster is gone ({reason}); exiting", flush=True)
+    _exit_now(settings, 3)
 
 
 def _orderly_stop(settings: Settings, joined: bool) -> None:

@@ -260,6 +260,7 @@ def test_ray_stop_under_a_running_platform_then_a_start_ends_what_it_left(
     assert a.proc is not None
     haproxies = a.haproxy()
     assert haproxies, "no HAProxy under squall up"
+    binary = haproxies[0].exe()
     if REAL_RAY_STOP:
         ray = Path(sys.executable).parent / "ray"
         subprocess.run([str(ray), "stop", "--force"], timeout=120, check=False)
@@ -279,7 +280,6 @@ def test_ray_stop_under_a_running_platform_then_a_start_ends_what_it_left(
     # what an earlier run without that left behind: its HAProxy, holding the API port
     configs = sorted((a.folder / "var").rglob("haproxy.cfg"))
     assert configs, "no HAProxy config in the instance's folder"
-    binary = haproxies[0].exe()
     stale = subprocess.Popen(
         [binary, "-db", "-f", str(configs[-1])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
