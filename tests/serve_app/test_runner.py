@@ -69,3 +69,39 @@ def test_build_app_rejects_unknown_settings() -> None:
     with pytest.raises(ValueError, match="unknown settings \\['colour'\\]"):
         build_app({"colour": "red"})
     assert build_app({"log_level": "DEBUG"}) is not None
+
+
+def test_port_settings_win_and_an_exported_serve_variable_is_kept_otherwise() -> None:
+    from serve_app.instance import port_env
+
+    env = {"RAY_SERVE_HAPROXY_STATS_PORT": "18404"}
+    values, inherited = port_env(Settings(haproxy_metrics_port=19101), env)
+    assert values["RAY_SERVE_HAPROXY_METRICS_PORT"] == "19101"
+    assert "RAY_SERVE_HAPROXY_STATS_PORT" not in values  # exported, no setting: kept
+    assert inherited == {"haproxy_stats_port": "RAY_SERVE_HAPROXY_STATS_PORT"}
+    values, _ = port_env(Settings(haproxy_stats_port=8405), env)
+    assert values["RAY_SERVE_HAPROXY_STATS_PORT"] == "8405"  # the setting wins
+    assert values["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == "30000"
+    assert values["RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"] == "41000"
+    with pytest.raises(ValueError, match="port range"):
+        Settings(replica_http_ports="31000-30000")
+
+
+def test_a_held_port_is_named_with_the_setting_that_moves_it() -> None:
+    import socket
+
+    from serve_app.instance import check_ports, ports_in_use
+    from storage.errors import ConfigurationError
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {"RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(port)}
+        uses = ports_in_use(Settings(), env)
+        with pytest.raises(ConfigurationError) as err:  # only that port: others may be in use
+            check_ports(u for u in uses if u.port == port)
+    message = str(err.value)
+    assert "\n" not in message and str(port) in message
+    assert "SQUALL_SERVE_FALLBACK_HTTP_PORT" in message
+    assert "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT" in message
