@@ -9,8 +9,10 @@ A joined cluster keeps whatever its ``ray start`` environment said (export them 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,10 @@ def replica_settings(settings: Settings) -> dict[str, Any]:
     """Plain values the replicas rebuild their Settings from; SQLite paths made absolute
     because replicas need not share the driver's working directory."""
     values = settings.model_dump(mode="json")
+    if settings.api_token is not None:  # a dump masks secrets; the replicas check it
+        values["api_token"] = settings.api_token.get_secret_value()
+    if settings.api_keys_file:
+        values["api_keys_file"] = str(Path(settings.api_keys_file).expanduser().resolve())
     if settings.jax_cache_dir:
         values["jax_cache_dir"] = str(Path(settings.jax_cache_dir).expanduser().resolve())
     url = settings.database_url
@@ -84,6 +90,34 @@ def replica_settings(settings: Settings) -> dict[str, Any]:
             absolute = str(Path(parsed.database).expanduser().resolve())
             values["database_url"] = parsed.set(database=absolute).render_as_string(False)
     return values
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``): reachable from this host only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_line(settings: Settings) -> str:
+    """What ``squall up`` says about auth; a clear warning when the API listens beyond this
+    host with no token (anyone who reaches the port can start work and write the registry)."""
+    from serve_app.api.guards import auth_enabled
+
+    if auth_enabled(settings):
+        reads = "reads too" if settings.auth_reads else "reads open"
+        return f"Auth:          token required on POST/DELETE ({reads})"
+    if is_loopback(settings.api_host):
+        return "Auth:          off (loopback only; set SQUALL_API_TOKEN to require a token)"
+    return (
+        f"WARNING: the API binds {settings.api_host}, reachable from other hosts, and no "
+        "SQUALL_API_TOKEN or SQUALL_API_KEYS_FILE is set: anyone who reaches it can start "
+        "backtests and simulations and cancel runs. Set SQUALL_API_TOKEN, or bind "
+        "SQUALL_API_HOST=127.0.0.1."
+    )
 
 
 def _init_ray(settings: Settings) -> str | None:
@@ -185,6 +219,8 @@ def run_platform(settings: Settings) -> None:
             print(f"squall API:    {base}", flush=True)
             print(f"Swagger UI:    {base}/docs", flush=True)
             print(f"Dashboard:     {base}/ui", flush=True)
+            line = auth_line(settings)
+            print(line, file=sys.stderr if line.startswith("WARNING") else sys.stdout, flush=True)
             if dashboard:
                 scheme = "" if dashboard.startswith("http") else "http://"
                 print(f"Ray dashboard: {scheme}{dashboard} (token: `ray get-auth-token`)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ingestion.config import IngestConfig
@@ -162,6 +162,58 @@ class Settings(BaseSettings):
         le=86_400,
         description="a queued or running run whose heartbeat is older than this is marked "
         "failed (its worker died); checked at start-up and every third of it",
+    )
+    max_concurrent_jobs: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="costly requests (backtests, walk-forward, portfolio runs, risk reports, "
+        "simulations, signals, report pages and charts) one API replica computes at once",
+    )
+    job_queue_size: int = Field(
+        8,
+        ge=0,
+        le=256,
+        description="costly requests one API replica lets wait for a free slot; one more is "
+        "answered 503 `busy` with Retry-After at once (never an unbounded queue)",
+    )
+    job_queue_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="seconds a waiting costly request waits for a slot before it is answered "
+        "503 `busy` with Retry-After",
+    )
+    max_active_runs: int = Field(
+        32,
+        ge=1,
+        le=100_000,
+        description="asynchronous runs (`mode: async`, large simulations) queued or running at "
+        "once in the registry, over every replica; one more is answered 503 `too_many_runs`",
+    )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        le=1_073_741_824,
+        description="largest request body accepted; a larger one (by its Content-Length, or "
+        "counted while it streams in) is answered 413 before it is parsed",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="when set, POST and DELETE routes (and every read, with "
+        "SQUALL_AUTH_READS) need `Authorization: Bearer <token>` or `X-API-Key: <token>`; "
+        "unset (and no keys file): no auth, meant for a loopback address",
+        repr=False,
+    )
+    api_keys_file: str | None = Field(
+        None,
+        description="file of accepted tokens, one a line (blank lines and `#` comments "
+        "ignored), besides SQUALL_API_TOKEN; read again when it changes",
+    )
+    auth_reads: bool = Field(
+        False,
+        description="with a token or keys file set, GET routes need one too (except /live, "
+        "/ready, /metrics, /docs, /openapi.json and the /ui page files)",
     )
     strategy_modules: CsvList = Field(
         [],

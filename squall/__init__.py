@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from squall.client import Client
 from squall.errors import (
+    AuthError,
     BadRequestError,
     ConflictError,
     InvalidRequestError,
@@ -26,6 +27,7 @@ from squall.errors import (
 from squall.results import BacktestResult, RiskReport, Run, SimulationResult, WalkForwardResult
 
 __all__ = [
+    "AuthError",
     "BacktestResult",
     "BadRequestError",
     "Client",

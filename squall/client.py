@@ -17,6 +17,7 @@ answer raises a :mod:`squall.errors` exception with the API's code and message.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -77,8 +78,9 @@ def _drop_none(params: Mapping[str, Any]) -> dict[str, Any]:
 
 class Client:
     """A squall API at ``base_url``; ``timeout`` (seconds) bounds each HTTP call, ``token`` is
-    sent as ``Authorization: Bearer`` (for a gateway in front of squall). Close it, or use it
-    as a context manager."""
+    sent as ``Authorization: Bearer`` (the API's SQUALL_API_TOKEN, or a gateway's); without
+    one, the ``SQUALL_API_TOKEN`` variable of this process is sent when set. Close it, or use
+    it as a context manager."""
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"Accept": "application/json", "User-Agent": "squall-client"}
+        token = token if token is not None else os.environ.get("SQUALL_API_TOKEN") or None
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")

@@ -5,6 +5,7 @@ subclass carrying the API's ``error`` code and ``message`` (what to fix) and the
 class                        status  when
 ===========================  ======  ==============================================
 :class:`BadRequestError`      400    parameters sent the wrong way (query on a POST)
+:class:`AuthError`            401    credentials needed (SQUALL_API_TOKEN), or 403 not accepted
 :class:`NotFoundError`        404    the coin, run or chart named does not exist
 :class:`ConflictError`        409    valid but not now (cancel a finished run ...)
 :class:`InvalidRequestError`  422    a parameter, a cap, or not enough stored data
@@ -52,6 +53,10 @@ class BadRequestError(SquallAPIError):
     """400: the request was sent the wrong way."""
 
 
+class AuthError(SquallAPIError):
+    """401 (no credentials: set SQUALL_API_TOKEN or pass ``token``) or 403 (not accepted)."""
+
+
 class NotFoundError(SquallAPIError):
     """404: what the request names does not exist; the body lists what does."""
 
@@ -78,6 +83,8 @@ class ServerError(SquallAPIError):
 
 _BY_STATUS: dict[int, type[SquallAPIError]] = {
     400: BadRequestError,
+    401: AuthError,
+    403: AuthError,
     404: NotFoundError,
     409: ConflictError,
     422: InvalidRequestError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from serve_app.api import (
     analytics,
@@ -21,6 +21,7 @@ from serve_app.api import (
 )
 from serve_app.api.deps import app_sessions, app_settings, dispose_engine
 from serve_app.api.errors import install_error_handlers
+from serve_app.api.guards import AUTH_RESPONSES, BodyLimitMiddleware, require_credentials
 from serve_app.api.portfolio import router as portfolio_router
 from serve_app.api.strategies import router as strategies_router
 from serve_app.observability import RequestContextMiddleware, configure_logging
@@ -34,6 +35,12 @@ simulations, and the run registry (`/runs`: status, progress, cancel) of every l
 
 Every time is given as ISO-8601 UTC (`ts`) and unix seconds (`ts_unix`); time parameters
 accept either. Every error body is `{"error": code, "message": text, ...}`.
+
+With `SQUALL_API_TOKEN` (or `SQUALL_API_KEYS_FILE`) set, POST and DELETE routes need
+`Authorization: Bearer <token>` or `X-API-Key: <token>` (401 without, 403 with a wrong one);
+reads too with `SQUALL_AUTH_READS=true`. Costly routes admit a bounded number of requests at
+once per replica: past that, 503 `busy` with `Retry-After`. Bodies over
+`SQUALL_MAX_BODY_BYTES` are 413.
 """
 
 
@@ -89,12 +96,16 @@ def create_app(
         description=DESCRIPTION,
         docs_url="/docs",
         lifespan=_lifespan,
+        dependencies=[Depends(require_credentials)],
+        responses=AUTH_RESPONSES,
     )
     app.state.settings = settings
     app.state.engine = None
     app.state.sessions = None
     app.state.background = background
     install_error_handlers(app)
+    # Added first, so it runs inside the request context (its 413 carries the request id).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, echo_request_id=echo_request_id)
     routers = (health, prometheus, market, analytics, features, backtest, risk, runs, reports, ui)
     for module in routers:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from serve_app.api.deps import SessionDep, SessionFactoryDep, SettingsDep
 from serve_app.api.errors import ApiError
+from serve_app.api.guards import COSTLY_RESPONSES, Costly
 from serve_app.api.runs import (
     NOT_FOUND,
     CoinFilter,
@@ -136,8 +137,8 @@ def backtest_response(rec: service.Recorded, req: BacktestRunRequest) -> Backtes
     "/run",
     response_model=BacktestRunResponse,
     summary="Backtest one strategy on one series (JSON body only)",
-    responses=_POST_ERRORS,
-    dependencies=[JsonOnly],
+    responses={**_POST_ERRORS, **COSTLY_RESPONSES},
+    dependencies=[JsonOnly, Costly],
 )
 def post_run(
     body: BacktestRunRequest, settings: SettingsDep, sessions: SessionFactoryDep
@@ -153,8 +154,8 @@ def post_run(
     "/walkforward",
     response_model=WalkForwardResponse,
     summary="Walk-forward validation: choose on train, evaluate out of sample (JSON body)",
-    responses=_POST_ERRORS,
-    dependencies=[JsonOnly],
+    responses={**_POST_ERRORS, **COSTLY_RESPONSES},
+    dependencies=[JsonOnly, Costly],
 )
 def post_walkforward(
     body: WalkForwardRequest, settings: SettingsDep, sessions: SessionFactoryDep
@@ -245,8 +246,8 @@ def compare_runs(
     response_model=RerunResponse,
     summary="Run a recorded backtest or portfolio again with the same request; say if it is "
     "identical",
-    responses={**_POST_ERRORS, **NOT_FOUND},
-    dependencies=[JsonOnly],
+    responses={**_POST_ERRORS, **NOT_FOUND, **COSTLY_RESPONSES},
+    dependencies=[JsonOnly, Costly],
 )
 def rerun(settings: SettingsDep, sessions: SessionFactoryDep, run_id: RunId) -> RerunResponse:
     """A backtest or a portfolio run, again with its recorded request (a spec's text and a

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 
 from serve_app.api.backtest import JsonOnly
 from serve_app.api.deps import SessionFactoryDep, SettingsDep
+from serve_app.api.guards import COSTLY_RESPONSES, Costly
 from serve_app.api.runs import with_iso
 from serve_app.api.schemas.backtest import (
     BacktestInsufficientBody,
@@ -96,8 +97,8 @@ def portfolio_response(rec: service.Recorded, req: PortfolioRequest) -> Portfoli
     "/portfolio",
     response_model=PortfolioRunResponse,
     summary="Backtest a portfolio of coins: momentum rule or per-coin strategies (JSON body)",
-    responses=_ERRORS,
-    dependencies=[JsonOnly],
+    responses={**_ERRORS, **COSTLY_RESPONSES},
+    dependencies=[JsonOnly, Costly],
 )
 def post_portfolio(
     body: PortfolioRequest, settings: SettingsDep, sessions: SessionFactoryDep
@@ -112,8 +113,8 @@ def post_portfolio(
     "/portfolio/walkforward",
     response_model=PortfolioWalkForwardResponse,
     summary="Walk-forward of a momentum portfolio: choose on train, evaluate OOS (JSON body)",
-    responses=_ERRORS,
-    dependencies=[JsonOnly],
+    responses={**_ERRORS, **COSTLY_RESPONSES},
+    dependencies=[JsonOnly, Costly],
 )
 def post_portfolio_walkforward(
     body: PortfolioWalkForwardRequest, settings: SettingsDep, sessions: SessionFactoryDep

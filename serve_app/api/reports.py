@@ -22,6 +22,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
 from serve_app.api.deps import SessionDep, SettingsDep
+from serve_app.api.guards import COSTLY_RESPONSES, Costly
 from serve_app.api.runs import RunId
 from serve_app.api.schemas.common import ErrorBody
 from serve_app.services import reports as service
@@ -77,7 +78,8 @@ def _send(rendered: service.Rendered, download: bool) -> Response:
     "/backtest/runs/{run_id}/report",
     response_class=Response,
     summary="HTML report of a backtest or walk-forward run",
-    responses={200: _HTML, **_RUN_ERRORS},
+    responses={200: _HTML, **_RUN_ERRORS, **COSTLY_RESPONSES},
+    dependencies=[Costly],
 )
 def backtest_report(session: SessionDep, run_id: RunId, download: Download = False) -> Response:
     """Equity vs buy-and-hold, drawdown, trades on price, monthly returns, rolling Sharpe and
@@ -90,7 +92,8 @@ def backtest_report(session: SessionDep, run_id: RunId, download: Download = Fal
     "/risk/simulations/{run_id}/report",
     response_class=Response,
     summary="HTML report of a stress simulation",
-    responses={200: _HTML, **_RUN_ERRORS},
+    responses={200: _HTML, **_RUN_ERRORS, **COSTLY_RESPONSES},
+    dependencies=[Costly],
 )
 def simulation_report(session: SessionDep, run_id: RunId, download: Download = False) -> Response:
     """The equity fan, terminal-return and max-drawdown distributions with VaR/ES, ruin and
@@ -103,7 +106,8 @@ def simulation_report(session: SessionDep, run_id: RunId, download: Download = F
     "/runs/{run_id}/report",
     response_class=Response,
     summary="HTML report of any run that has one (backtest, walk-forward, simulation)",
-    responses={200: _HTML, **_RUN_ERRORS},
+    responses={200: _HTML, **_RUN_ERRORS, **COSTLY_RESPONSES},
+    dependencies=[Costly],
 )
 def any_report(session: SessionDep, run_id: RunId, download: Download = False) -> Response:
     return _send(service.run_html(session, run_id), download)
@@ -116,7 +120,9 @@ def any_report(session: SessionDep, run_id: RunId, download: Download = False) -
     responses={
         200: {"content": {"image/png": {}}, "description": "the chart, rendered on the server"},
         **_RUN_ERRORS,
+        **COSTLY_RESPONSES,
     },
+    dependencies=[Costly],
 )
 def chart_png(
     session: SessionDep,
@@ -140,7 +146,9 @@ def chart_png(
     responses={
         200: {"content": {"image/svg+xml": {}}, "description": "the chart as an SVG document"},
         **_RUN_ERRORS,
+        **COSTLY_RESPONSES,
     },
+    dependencies=[Costly],
 )
 def chart_svg(
     session: SessionDep,
@@ -160,7 +168,9 @@ def chart_svg(
         200: _HTML,
         404: {"model": ErrorBody, "description": "unknown coin or run id"},
         422: {"model": ErrorBody, "description": "as POST /risk/report"},
+        **COSTLY_RESPONSES,
     },
+    dependencies=[Costly],
 )
 def risk_report_html(
     body: RiskReportRequest, session: SessionDep, settings: SettingsDep, download: Download = False

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from serve_app.api.deps import SessionDep, SessionFactoryDep, SettingsDep
 from serve_app.api.encoding import typed_json
+from serve_app.api.guards import COSTLY_RESPONSES, Costly
 from serve_app.api.schemas.common import ErrorBody
 from serve_app.api.schemas.risk import CorrelationResponse, RiskReportResponse, SimulationResponse
 from serve_app.services import risk as service
@@ -41,7 +42,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "/report",
     response_model=RiskReportResponse,
     summary="VaR/ES, drawdown, vol targeting of coins or a run",
-    responses=_ERRORS,
+    responses={**_ERRORS, **COSTLY_RESPONSES},
+    dependencies=[Costly],
 )
 def post_report(body: RiskReportRequest, session: SessionDep, settings: SettingsDep) -> Response:
     """Per series (each coin, or the run) and for the weighted portfolio: VaR and ES at each
@@ -100,7 +102,9 @@ def get_correlation(
     responses={
         202: {"model": SimulationResponse, "description": "accepted: poll the run"},
         **_ERRORS,
+        **COSTLY_RESPONSES,
     },
+    dependencies=[Costly],
     summary="Monte Carlo stress simulation of a strategy's returns",
 )
 def simulate(req: SimulateRequest, sessions: SessionFactoryDep, settings: SettingsDep) -> Response:

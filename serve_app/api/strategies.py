@@ -12,6 +12,7 @@ from fastapi import APIRouter
 
 from serve_app.api.backtest import JsonOnly
 from serve_app.api.deps import SessionFactoryDep, SettingsDep
+from serve_app.api.guards import COSTLY_RESPONSES, Costly
 from serve_app.api.schemas.backtest import InvalidStrategyBody, LookaheadBody
 from serve_app.api.schemas.common import ErrorBody, InsufficientDataBody
 from serve_app.api.schemas.strategies import StrategiesResponse, StrategySignalsResponse
@@ -65,8 +66,8 @@ def get_strategies(settings: SettingsDep) -> StrategiesResponse:
     "/signals",
     response_model=StrategySignalsResponse,
     summary="Any strategy's target weights per bar (JSON body: a name, plugin or spec)",
-    responses=_SIGNAL_ERRORS,
-    dependencies=[JsonOnly],
+    responses={**_SIGNAL_ERRORS, **COSTLY_RESPONSES},
+    dependencies=[JsonOnly, Costly],
 )
 def post_signals(
     body: SignalsRequest, settings: SettingsDep, sessions: SessionFactoryDep

@@ -23,7 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from serve_app.execution.fanout import ray_running
 from serve_app.execution.runs import worker_name
 from storage.engine import make_engine, session_factory, transaction
-from storage.runs import RunRepository
+from storage.errors import BusyError
+from storage.models import ACTIVE_STATUSES
+from storage.runs import RunFilter, RunRepository
 
 _SESSIONS: dict[str, sessionmaker[Session]] = {}
 _LOCK = threading.Lock()
@@ -35,6 +37,25 @@ def sessions_for(database_url: str) -> sessionmaker[Session]:
         if database_url not in _SESSIONS:
             _SESSIONS[database_url] = session_factory(make_engine(database_url))
         return _SESSIONS[database_url]
+
+
+def ensure_capacity(sessions: sessionmaker[Session], max_active: int) -> None:
+    """Refuse a new asynchronous run while ``max_active`` runs are queued or running in the
+    registry (every replica's and the CLI's): ``BusyError`` (503, ``too_many_runs``). Checked
+    before the run is recorded; replicas checking at the same moment may pass it by a few."""
+    with sessions() as session:
+        repo = RunRepository(session)
+        active = sum(repo.count(RunFilter(status=s)) for s in ACTIVE_STATUSES)
+    if active >= max_active:
+        raise BusyError(
+            f"{active} runs are queued or running, the most allowed at once "
+            f"(SQUALL_MAX_ACTIVE_RUNS={max_active}); retry when some have finished "
+            "(GET /runs?status=running lists them)",
+            retry_after_s=5.0,
+            code="too_many_runs",
+            active_runs=active,
+            max_active_runs=max_active,
+        )
 
 
 def claimed(sessions: sessionmaker[Session], run_id: str) -> bool:

@@ -360,7 +360,7 @@ def submit_backtest(
     sessions: sessionmaker[Session], settings: Settings, req: BacktestRunRequest
 ) -> dict[str, Any]:
     """Check the request now (errors answer at once), then queue it on a warm worker."""
-    from serve_app.execution.submit import launch
+    from serve_app.execution.submit import ensure_capacity, launch
 
     resolved, _, required = resolved_params(settings, req)
     warmup = required - MIN_TRADE_BARS
@@ -368,6 +368,7 @@ def submit_backtest(
         window = check_window(session, settings, req)
         checked_count(session, window, required, f"{resolved.label} (warm-up {warmup} bars)")
     engine_config(req, window.interval)
+    ensure_capacity(sessions, settings.max_active_runs)
     run_id, _ = start_run(
         sessions,
         "backtest",

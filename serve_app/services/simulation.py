@@ -510,8 +510,9 @@ def submit(
             sessions, run_id, heartbeat_s=settings.run_heartbeat_s, unit="paths"
         ) as ctx:
             return 200, execute(sessions, run_id, req, prep, ctx)
-    from serve_app.execution.submit import launch
+    from serve_app.execution.submit import ensure_capacity, launch
 
+    ensure_capacity(sessions, settings.max_active_runs)
     run_id = start(sessions, req, prep, status="queued")
     where = launch(DRIVER, settings.model_dump(mode="json"), run_id, req, prep)
     return 202, {

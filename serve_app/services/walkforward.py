@@ -452,9 +452,10 @@ def submit_walkforward(
 ) -> dict[str, Any]:
     """Check and prepare now (errors answer at once), then queue the folds on a warm worker;
     returns the queued run (poll ``/runs/{run_id}``)."""
-    from serve_app.execution.submit import launch
+    from serve_app.execution.submit import ensure_capacity, launch
 
     prep = prepare(sessions, settings, req)
+    ensure_capacity(sessions, settings.max_active_runs)
     run_id, created = record(sessions, prep, status="queued")
     where = launch(DRIVER, settings.model_dump(mode="json"), run_id, created, prep)
     return {

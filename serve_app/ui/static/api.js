@@ -22,8 +22,24 @@ export function url(path, params) {
   return ROOT + path + (qs ? `?${qs}` : '');
 }
 
+// The API token a person pasted (only needed when the server sets SQUALL_API_TOKEN): kept
+// for this tab only, in sessionStorage, and sent on every call.
+const TOKEN_KEY = 'squall.apiToken';
+
+export function apiToken() {
+  try { return sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { return ''; }
+}
+
+export function setApiToken(value) {
+  try {
+    if (value) sessionStorage.setItem(TOKEN_KEY, value); else sessionStorage.removeItem(TOKEN_KEY);
+  } catch (e) { /* storage off: the token lives until the page closes */ }
+}
+
 export async function api(path, { method = 'GET', params, body } = {}) {
   const init = { method, headers: { Accept: 'application/json' } };
+  const token = apiToken();
+  if (token) init.headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);

@@ -2,13 +2,18 @@
 // #/run/{id}. Each view renders into <main>; <html data-view data-ready> say what is shown
 // and when it finished loading (tests and screenshots wait on it).
 
-import { api } from './api.js';
+import { api, apiToken, setApiToken } from './api.js';
 import { clear, errorBox, h } from './dom.js';
 import { viewData, viewIngestion } from './views-data.js';
 import { viewLaunch } from './views-launch.js';
 import { viewCompare, viewRun, viewRuns } from './views-runs.js';
 
 const root = document.documentElement;
+const tokenField = document.getElementById('api-token');
+if (tokenField) {
+  tokenField.value = apiToken();
+  tokenField.addEventListener('change', () => { setApiToken(tokenField.value.trim()); });
+}
 const main = document.getElementById('view');
 let current = null;
 
