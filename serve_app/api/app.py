@@ -21,7 +21,7 @@ from serve_app.api import (
 )
 from serve_app.api.deps import app_sessions, app_settings, dispose_engine
 from serve_app.api.errors import install_error_handlers
-from serve_app.api.guards import AUTH_RESPONSES, BodyLimitMiddleware, require_credentials
+from serve_app.api.guards import APP_RESPONSES, BodyLimitMiddleware, require_credentials
 from serve_app.api.portfolio import router as portfolio_router
 from serve_app.api.strategies import router as strategies_router
 from serve_app.observability import RequestContextMiddleware, configure_logging
@@ -97,7 +97,7 @@ def create_app(
         docs_url="/docs",
         lifespan=_lifespan,
         dependencies=[Depends(require_credentials)],
-        responses=AUTH_RESPONSES,
+        responses=APP_RESPONSES,
     )
     app.state.settings = settings
     app.state.engine = None

@@ -196,6 +196,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 404 and exc.detail == "Not Found":
         message = f"no route {request.method} {request.url.path}; the API is listed at /docs"
         return error_response(404, "not_found", message, headers)
+    if status == 400 and exc.detail == "There was an error parsing the body":
+        # FastAPI's answer to a body that is not text or JSON at all: invalid input, like
+        # any other body that fails validation
+        return error_response(
+            422,
+            "invalid_request",
+            "the request body could not be read as JSON (UTF-8); send a JSON object with "
+            "Content-Type: application/json (the schema is at /docs)",
+            headers,
+        )
     if status == 405:
         allowed = headers.get("Allow") or headers.get("allow") or "see /docs"
         message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"

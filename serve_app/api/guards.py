@@ -42,13 +42,18 @@ OPEN_PATHS = frozenset({"/live", "/ready", "/metrics", "/docs", "/openapi.json",
 OPEN_PREFIXES = ("/ui/static/", "/ui/vega.js", "/docs/")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+APP_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {
         "model": ErrorBody,
         "description": "`unauthorized`: auth is on (SQUALL_API_TOKEN or a keys file) and the "
         "request has no `Authorization: Bearer` or `X-API-Key` credentials",
     },
     403: {"model": ErrorBody, "description": "`forbidden`: the credentials are not accepted"},
+    422: {
+        "model": ErrorBody,
+        "description": "`invalid_request` (a parameter or the body failed validation: "
+        "`details` lists each problem) or the route's own checks",
+    },
 }
 COSTLY_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "`body_too_large`: over SQUALL_MAX_BODY_BYTES"},
