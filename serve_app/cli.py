@@ -504,6 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
     from serve_app.report_cli import add_report_parser
 
     add_report_parser(sub)
+
+    from serve_app.check_cli import add_check_parser
+
+    add_check_parser(sub)
     return parser
 
 
