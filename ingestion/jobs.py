@@ -148,6 +148,9 @@ class CandleJob(Job):
         self.overlap_bars = overlap_bars
         self.page_bars = page_bars
         self.grace_s = grace_s
+        #: candles newly stored by the last run (kept apart from the stats ``/health`` serves:
+        #: the supervisor's ``candles_inserted_total`` counter adds it up)
+        self.inserted_last_run = 0
 
     def period_s(self) -> float:
         return float(self.step)
@@ -162,6 +165,7 @@ class CandleJob(Job):
             return CandleRepository(session).latest_ts(self.coin, self.interval)
 
     def _work(self, now: int) -> int:
+        self.inserted_last_run = 0  # pages commit one by one: a failed run may still add some
         with self.sessions() as session:  # refuse before fetching; the upsert checks again
             SeriesRepository(session).check(self.coin, self.interval, self.provider.source)
         latest = self.cursor()
@@ -178,6 +182,7 @@ class CandleJob(Job):
                 with self.write_guard, transaction(self.sessions) as session:
                     result = CandleRepository(session).upsert(frame, now=now)
                 written += result.inserted + result.updated
+                self.inserted_last_run += result.inserted
             start = end + self.step
         return written
 

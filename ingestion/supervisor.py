@@ -45,9 +45,12 @@ NAMESPACE = "squall"
 
 
 class _Metrics:
-    """Ray metrics (exported on each node's Prometheus endpoint); no-ops outside Ray."""
+    """The supervisor's counters, kept twice: as Ray metrics (exported on each node's
+    Prometheus endpoint; no-ops outside Ray) and as plain numbers per job that
+    :meth:`IngestionSupervisor.metrics` hands to the API's ``/metrics``."""
 
     def __init__(self) -> None:
+        self.totals: dict[str, dict[str, float]] = {}
         try:
             from ray.util import metrics
 
@@ -64,7 +67,25 @@ class _Metrics:
         except Exception:  # pragma: no cover - ray always present in deployments
             self.enabled = False
 
+    def _totals(self, job: Job) -> dict[str, float]:
+        name = job.stats.job
+        if name not in self.totals:
+            self.totals[name] = {"ok": 0, "failed": 0, "inserted": 0, "stalls": 0, "stalled": 0}
+        return self.totals[name]
+
+    def observe_stall(self, job: Job) -> None:
+        """Count a job's passage from keeping up to stalled (once per stall)."""
+        totals = self._totals(job)
+        stalled = 1 if job.stats.stalled else 0
+        if stalled and not totals["stalled"]:
+            totals["stalls"] += 1
+        totals["stalled"] = stalled
+
     def record(self, job: Job, ok: bool) -> None:
+        totals = self._totals(job)
+        totals["ok" if ok else "failed"] += 1
+        totals["inserted"] += getattr(job, "inserted_last_run", 0)
+        self.observe_stall(job)
         if not self.enabled:
             return
         tags = {"job": job.stats.job}
@@ -179,6 +200,31 @@ class IngestionSupervisor:
                 job.refresh_lag(now)
             except Exception as exc:  # the database may be down: report, don't crash
                 job.stats.last_error = f"lag check failed: {exc}"[:500]
+            self._metrics.observe_stall(job)
+
+    async def metrics(self) -> list[dict[str, Any]]:
+        """Every job's counters since this actor started (runs ok and failed, candles newly
+        stored, stalls) with its labels and current stall, for the API's ``/metrics``. Reads
+        no database: cheap enough for every scrape."""
+        out = []
+        for job in self.jobs:
+            totals = self._metrics._totals(job)
+            out.append(
+                {
+                    "job": job.stats.job,
+                    "kind": job.stats.kind,
+                    "coin": job.stats.coin,
+                    "interval": job.stats.interval or "",
+                    "source": self.provider.source,
+                    "ok": int(totals["ok"]),
+                    "failed": int(totals["failed"]),
+                    "inserted": int(totals["inserted"]),
+                    "stalls": int(totals["stalls"]),
+                    "stalled_by_s": float(job.stats.stalled_by_s),
+                    "age_s": job.stats.age_s,
+                }
+            )
+        return out
 
     # ---------------------------------------------------------------------------- loops
     async def _run(self) -> None:

@@ -55,6 +55,25 @@ def supervisor_status(settings: Settings) -> tuple[dict[str, Any] | None, str | 
         )
 
 
+def supervisor_metrics() -> list[dict[str, Any]] | None:
+    """The supervisor's per-job counters (``IngestionSupervisor.metrics``), or None when no
+    supervisor answers within ``STATUS_TIMEOUT_S`` (or Ray is not running here)."""
+    if not ray_running():
+        return None
+    import ray
+
+    from ingestion.supervisor import find
+
+    actor = find()
+    if actor is None:
+        return None
+    try:
+        jobs: list[dict[str, Any]] = ray.get(actor.metrics.remote(), timeout=STATUS_TIMEOUT_S)
+    except Exception:
+        return None
+    return jobs
+
+
 def stop_supervisor(timeout_s: float = 60.0) -> dict[str, Any] | None:
     """Let writes in flight finish, stop the loops, release the lock, remove the actor."""
     import ray

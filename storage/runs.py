@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session, defer
 
@@ -298,6 +298,31 @@ class RunRepository:
         query = select(func.count()).select_from(BacktestRun)
         query = query.where(*(filters or RunFilter()).clauses())
         return int(self.session.scalar(query) or 0)
+
+    def counts_by_kind_status(self) -> dict[tuple[str, str], int]:
+        """How many runs the registry holds per (kind, status)."""
+        query = select(BacktestRun.kind, BacktestRun.status, func.count()).group_by(
+            BacktestRun.kind, BacktestRun.status
+        )
+        return {(kind, status): int(n) for kind, status, n in self.session.execute(query)}
+
+    def duration_histogram(
+        self, bounds: tuple[float, ...]
+    ) -> dict[str, tuple[builtins.list[int], int, float]]:
+        """Per kind, over the finished runs with a duration: the cumulative count of runs at or
+        under each bound, the count of all and the sum of their durations (one scan)."""
+        columns = [
+            func.sum(case((BacktestRun.duration_s <= bound, 1), else_=0)) for bound in bounds
+        ]
+        query = (
+            select(BacktestRun.kind, func.count(), func.sum(BacktestRun.duration_s), *columns)
+            .where(BacktestRun.duration_s.is_not(None))
+            .group_by(BacktestRun.kind)
+        )
+        out: dict[str, tuple[builtins.list[int], int, float]] = {}
+        for kind, n, total, *cumulative in self.session.execute(query):
+            out[kind] = ([int(c or 0) for c in cumulative], int(n), float(total or 0.0))
+        return out
 
     # ------------------------------------------------------------------------- lifecycle
     def beat(self, run_id: str, now: int, progress: Mapping[str, Any] | None = None) -> bool:
