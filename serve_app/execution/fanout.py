@@ -116,17 +116,21 @@ def fan_out(
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for obj in ready:
                 i, worker, attempt = pending.pop(obj)
-                load[worker.name] -= 1
+                if worker.name in load:
+                    load[worker.name] -= 1
                 try:
                     result, cost = ray.get(obj)
                 except RayActorError:
                     ctx.check()
-                    if attempt >= MAX_ATTEMPTS or len(workers) == 1:
+                    others = [w for w in workers if w.name != worker.name]
+                    if attempt >= MAX_ATTEMPTS or not others:
                         raise
-                    # its worker (or node) is gone: drop it, send the item elsewhere
-                    pool().forget(worker)
-                    workers = [w for w in workers if w.name != worker.name]
-                    load.pop(worker.name, None)
+                    # its worker (or node) is gone: drop it (once: it may have had several
+                    # calls outstanding), send the item elsewhere
+                    if len(others) < len(workers):
+                        pool().forget(worker)
+                        workers = others
+                        load.pop(worker.name, None)
                     queue.insert(0, i)
                     continue
                 except ray.exceptions.TaskCancelledError:
