@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Executable, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -61,6 +61,7 @@ class FeatureRepository:
                 "columns": json.dumps(columns),
                 "created_at": int(time.time()),
             }
+            stmt: Executable
             if self.session.get_bind().dialect.name == "postgresql":
                 stmt = pg_insert(FeatureSet).values(**values).on_conflict_do_nothing()
             else:
