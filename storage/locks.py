@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from storage.engine import is_sqlite, make_engine
 
@@ -96,6 +97,10 @@ class WriterLock:
             try:
                 self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
                 self._conn.commit()
+            except DBAPIError:
+                # the lock's session is gone (the database restarted or the connection was
+                # cut): Postgres freed the lock with it, there is nothing left to unlock
+                pass
             finally:
                 self._conn.close()
                 self._conn = None
