@@ -9,7 +9,8 @@
   (one computing, one queued behind it so the worker never waits on a round trip), results
   come back in item order and ``on_done`` is called as each finishes (progress).
 
-A call whose worker died (node lost, process killed) is sent again to another worker, up to
+A call whose worker died (process killed, or node lost: its pinned actor cannot come back) is
+sent again to another worker, up to
 ``MAX_ATTEMPTS`` times; items are pure functions of their inputs, so the result is the same
 bits. With a :class:`~serve_app.execution.runs.RunContext`, a cancel cancels every
 outstanding call and raises :class:`~serve_app.execution.runs.RunCancelledError`.
@@ -82,7 +83,11 @@ def fan_out(
     if not use_ray or not items:
         return _local(fn, items, shared, on_done, ctx)
     import ray
-    from ray.exceptions import RayActorError
+    from ray.exceptions import ActorUnschedulableError, RayActorError
+
+    # a worker's process died (RayActorError), or its node did and the pinned actor cannot
+    # come back there (ActorUnschedulableError): either way, the item goes to another worker
+    lost = (RayActorError, ActorUnschedulableError)
 
     workers = pool().workers()
     if not workers:
@@ -116,16 +121,18 @@ def fan_out(
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for obj in ready:
                 i, worker, attempt = pending.pop(obj)
-                load[worker.name] -= 1
+                if worker.name in load:  # not yet dropped by an earlier lost call
+                    load[worker.name] -= 1
                 try:
                     result, cost = ray.get(obj)
-                except RayActorError:
+                except lost:
                     ctx.check()
-                    if attempt >= MAX_ATTEMPTS or len(workers) == 1:
-                        raise
-                    # its worker (or node) is gone: drop it, send the item elsewhere
-                    pool().forget(worker)
+                    # its worker (or node) is gone: drop it, send the item elsewhere (several
+                    # calls may have been outstanding on it; each goes to a worker still alive)
                     workers = [w for w in workers if w.name != worker.name]
+                    if attempt >= MAX_ATTEMPTS or not workers:
+                        raise
+                    pool().forget(worker)
                     load.pop(worker.name, None)
                     queue.insert(0, i)
                     continue

@@ -7,7 +7,8 @@ The caller (an API replica, the CLI) checks and prepares the request, records th
 cancelled meanwhile), opens its database from the settings, and the driver executes the run
 inside a :class:`~serve_app.execution.runs.RunContext` (heartbeat, progress, cancel). Nothing
 runs on a thread of the caller: if the replica goes away, the run goes on; if the worker goes
-away, the run's heartbeat stops and the reaper marks it failed.
+away, the run's heartbeat stops and the reaper marks it failed. The driver runs on a worker of
+the caller's own node (when it has one), so the run shares the caller's fate and no other's.
 
 Without a Ray runtime (plain uvicorn, some tests) the driver runs in the calling thread before
 ``launch`` returns: the run is still recorded, followed and cancellable the same way.
@@ -52,9 +53,13 @@ def launch(driver: str, settings_values: dict[str, Any], run_id: str, *args: Any
 
         _resolve(driver)(settings_values, run_id, *args)
         return "in-process (no Ray runtime)"
+    import ray
+
     from serve_app.execution.workers import pool
 
-    worker = pool().pick()
+    # The driver mostly waits on its fan-out: keep it on the caller's node, so losing another
+    # node costs only the chunks that were there (the fan-out sends them again), not the run.
+    worker = pool().pick(ray.get_runtime_context().get_node_id())
     ref = worker.handle.drive.remote(driver, settings_values, run_id, *args)
     url = str(settings_values["database_url"])
     ref.future().add_done_callback(lambda done: _handed_over(url, run_id, done))

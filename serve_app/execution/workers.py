@@ -193,11 +193,14 @@ class WorkerPool:
         with self._lock:
             self._workers = [w for w in self._workers if w.name != worker.name]
 
-    def pick(self) -> Worker:
-        """The next worker, round robin (for a single call or a run's driver)."""
+    def pick(self, node_id: str | None = None) -> Worker:
+        """The next worker, round robin (for a single call or a run's driver); with
+        ``node_id``, one on that node when it has any."""
         workers = self.workers()
         if not workers:
             raise RuntimeError("no compute workers: no alive Ray node")
+        local = [w for w in workers if node_id and w.node_id == node_id]
+        workers = local or workers
         with self._lock:
             self._next = (self._next + 1) % len(workers)
             return workers[self._next]
