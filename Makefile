@@ -50,7 +50,7 @@ lock-check: | $(UV_DEP)
 
 # A real two-node Ray cluster on this host with Postgres (docs/operations.md, "Running on a
 # cluster"); not part of `make test`.
-cluster-check: install
+cluster-check: install-dev
 	$(BIN)/python -m benchmarks.cluster_check $(CLUSTER_CHECK_ARGS)
 
 run: install
