@@ -62,10 +62,13 @@ class FeatureRepository:
                 "created_at": int(time.time()),
             }
             if self.session.get_bind().dialect.name == "postgresql":
-                stmt = pg_insert(FeatureSet).values(**values).on_conflict_do_nothing()
+                self.session.execute(
+                    pg_insert(FeatureSet).values(**values).on_conflict_do_nothing()
+                )
             else:
-                stmt = sqlite_insert(FeatureSet).values(**values).on_conflict_do_nothing()
-            self.session.execute(stmt)
+                self.session.execute(
+                    sqlite_insert(FeatureSet).values(**values).on_conflict_do_nothing()
+                )
             existing = self.session.get(FeatureSet, version, populate_existing=True)
         if existing is None:  # pragma: no cover - the insert above or a concurrent one made it
             raise DataIntegrityError(f"feature set {version!r} could not be registered")
